@@ -7,22 +7,569 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.server.pidfile            str | None
     Config.server.server_header      str: "" drops the backend's Server field, else replaces its value
     Config.server.forwarded          bool: also add an RFC 7239 Forwarded field
+    Config.server.drain_timeout      float seconds a graceful stop (QUIT) may take before workers are killed
     Config.limits.max_head_size      int bytes (431)
-    Config.limits.max_headers        int (431)
+    Config.limits.max_headers        int (431), 1..128 (the parser's MAX_HEADERS_HARD)
     Config.limits.max_uri_size       int bytes (414)
     Config.limits.max_body_size      int bytes, 0 = unlimited (413)
-    Config.limits.buffer_size        int bytes per connection side
+    Config.limits.buffer_size        int bytes per connection side (>= max_head_size)
     Config.timeouts.client_header    float seconds (408)
     Config.timeouts.client_body      float seconds between body reads (408)
-    Config.timeouts.keepalive        float seconds a client connection may sit idle
+    Config.timeouts.keepalive        float seconds a client connection may sit idle (0 = no keep-alive)
     Config.timeouts.upstream_connect float seconds
     Config.timeouts.upstream_read    float seconds between reads from the backend (504)
     Config.timeouts.upstream_send    float seconds between writes to the backend
-    Config.listens                   tuple[Listen, ...]; Listen(address, host, port, backlog)
+    Config.listens                   tuple[Listen, ...]; Listen(address, host, port, backlog, family)
     Config.upstreams                 dict[str, Upstream]
         Upstream(name, balance, servers: tuple[Server, ...], keepalive, keepalive_timeout, tries)
-        Server(address, host, port, weight)   host is a numeric IP after loading
+        Server(address, host, port, weight, family)   host is a numeric IP after loading
     Config.routes                    tuple[Route, ...]; Route(host, path, upstream)
+                                     host is lowercase: "*", "exact.name" or "*.suffix" (suffix keeps its dot)
+
+    family is socket.AF_INET or socket.AF_INET6; address is the text as written in the file.
+    Durations are floats in seconds; sizes are ints in bytes (the file may say 16384, "16k" or "1m").
 
 The loader (below this contract) fills these in; each field carries its doc and validator.
 """
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from fastproxy.errors import ConfigError, ConfigErrors
+
+# The load-balancing issue adds the others (weighted, least_conn, hash, p2c) here and in the core.
+BALANCES = ("round_robin",)
+
+
+# --- validators: each takes the TOML value and returns the converted one, or raises ValueError ---------
+
+def integer(lo, hi=None):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise ValueError(f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""))
+        return v
+    return check
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+
+
+def size(lo, hi=None):
+    """Bytes: an integer, or a string like "16k", "1m", "2g" (binary units, as nginx reads them)."""
+    def check(v):
+        if isinstance(v, str) and (m := _SIZE.match(v)):
+            v = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        elif isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError('must be a size in bytes: an integer or a string like "16k" or "1m"')
+        return integer(lo, hi)(v)
+    return check
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(allow_zero=False):
+    """Seconds: a number, or a string like "500ms", "10s", "2m", "1h"."""
+    def check(v):
+        if isinstance(v, str) and (m := _DURATION.match(v)):
+            v = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError('must be a duration: seconds as a number, or a string like "500ms", "10s", "2m"')
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ValueError("must be " + ("zero or more" if allow_zero else "more than zero"))
+        return float(v)
+    return check
+
+
+def string(v):
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    if any(c in v for c in "\r\n\0"):
+        raise ValueError("must not contain CR, LF or NUL")
+    return v
+
+
+def boolean(v):
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def choice(options):
+    def check(v):
+        if v not in options:
+            raise ValueError("must be one of: " + ", ".join(f'"{o}"' for o in options))
+        return v
+    return check
+
+
+def workers(v):
+    if v == "auto":
+        return os.cpu_count() or 1
+    try:
+        return integer(1)(v)
+    except ValueError:
+        raise ValueError('must be "auto" or an integer >= 1') from None
+
+
+def optional_path(v):
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v:
+        raise ValueError("must be a non-empty path")
+    return v
+
+
+class Address(NamedTuple):
+    text: str
+    host: str      # numeric IP
+    port: int
+    family: int
+
+
+_HOSTPORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[A-Za-z0-9.\-_*]+)):(?P<port>\d{1,5})$")
+
+
+def address(v, any_host=False):
+    """ "host:port" or "[v6]:port"; the host is resolved to a numeric IP now, so workers never resolve."""
+    if not isinstance(v, str) or not (m := _HOSTPORT.match(v.strip())):
+        raise ValueError('must be "host:port" or "[ipv6]:port"')
+    port = int(m.group("port"))
+    if not 1 <= port <= 65535:
+        raise ValueError("port must be 1..65535")
+    host = m.group("v6") or m.group("host")
+    if host == "*":
+        if not any_host:
+            raise ValueError('"*" (all addresses) is only allowed for listen addresses')
+        host = "0.0.0.0"
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"cannot resolve host {host!r}: {e}") from None
+    family, _, _, _, sockaddr = info[0]
+    return Address(v, sockaddr[0], port, family)
+
+
+def listen_address(v):
+    return address(v, any_host=True)
+
+
+_HOSTNAME = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?)*)$")
+
+
+def route_host(v):
+    if not isinstance(v, str) or not _HOSTNAME.match(v.lower()):
+        raise ValueError('must be "*", "exact.name" or "*.suffix" (no port)')
+    return v.lower()
+
+
+def route_path(v):
+    if not isinstance(v, str) or not v.startswith("/"):
+        raise ValueError('must be a path prefix starting with "/"')
+    if any(c <= " " or c == "\x7f" for c in v) or "?" in v or "#" in v:
+        raise ValueError("must not contain spaces, control bytes, ? or #")
+    return v
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def upstream_name(v):
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError("must be an upstream name (letters, digits, _ and -)")
+    return v
+
+
+# --- declaring fields ----------------------------------------------------------------------------------
+
+def opt(default, doc, check):
+    """A TOML key with a default. The default is written as in the file and converted by its own check."""
+    value = default if default is None else check(default)
+    return field(default=value, metadata={"doc": doc, "check": check, "toml_default": default})
+
+
+def req(doc, check=None, items=None):
+    """A required TOML key. items=Table class: the value is an array of inline tables of that kind."""
+    return field(metadata={"doc": doc, "check": check, "items": items, "required": True})
+
+
+def derived(default):
+    """An attribute computed by the loader, not a TOML key."""
+    return field(default=default)
+
+
+def toml_fields(cls):
+    return [f for f in dataclasses.fields(cls) if "doc" in f.metadata]
+
+
+class Table:
+    """Base of every config table: from_values builds the instance from checked TOML values."""
+
+    @classmethod
+    def from_values(cls, values, **extra):
+        return cls(**values, **extra)
+
+
+def _from_address(cls, values, extra):
+    a = values.pop("address")
+    return cls(address=a.text, host=a.host, port=a.port, family=a.family, **values, **extra)
+
+
+# --- the tables ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ServerTable(Table):
+    """[server]: process-wide settings."""
+    workers: int = opt("auto", 'Worker processes; "auto" = one per CPU core.', workers)
+    pidfile: str | None = opt(None, "File the master writes its PID to (none by default).", optional_path)
+    server_header: str = opt("", 'Server field sent to clients: "" removes the backend\'s, a string replaces it.',
+                             string)
+    forwarded: bool = opt(False, "Also add an RFC 7239 Forwarded field (X-Forwarded-* are always set).", boolean)
+    drain_timeout: float = opt("30s", "How long a graceful stop (QUIT) waits for in-flight requests.",
+                               duration(allow_zero=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits(Table):
+    """[limits]: request size limits (the status sent when one is exceeded is in brackets)."""
+    max_head_size: int = opt(16384, "Request line + headers, bytes [431].", size(256))
+    max_headers: int = opt(100, "Header field lines per request [431]; at most 128.", integer(1, 128))
+    max_uri_size: int = opt(8192, "Request-target length, bytes [414].", size(1))
+    max_body_size: int = opt(0, "Request body, bytes; 0 = unlimited, bodies are streamed [413].", size(0))
+    buffer_size: int = opt(65536, "Buffer per connection side, bytes; at least max_head_size.", size(1024))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts(Table):
+    """[timeouts]: every timeout is between two reads or writes, not for the whole exchange."""
+    client_header: float = opt("10s", "Time to receive a whole request head [408].", duration())
+    client_body: float = opt("60s", "Time between two reads of a request body [408].", duration())
+    keepalive: float = opt("75s", "Idle time of a kept-alive client connection; 0 disables keep-alive.",
+                           duration(allow_zero=True))
+    upstream_connect: float = opt("5s", "Time to connect to a backend (then the next server is tried).",
+                                  duration())
+    upstream_read: float = opt("60s", "Time between two reads from a backend [504].", duration())
+    upstream_send: float = opt("60s", "Time between two writes to a backend [504].", duration())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listen(Table):
+    """[[listen]]: one listening address (each worker gets its own SO_REUSEPORT socket)."""
+    address: str = req('"host:port", "[ipv6]:port" or "*:port" (all IPv4 addresses).', listen_address)
+    backlog: int = opt(511, "Accept queue length per socket (capped by net.core.somaxconn).", integer(1))
+    host: str = derived("")
+    port: int = derived(0)
+    family: int = derived(socket.AF_INET)
+
+    @classmethod
+    def from_values(cls, values, **extra):
+        return _from_address(cls, values, extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Server(Table):
+    """One backend in an upstream's servers array: { address = "host:port", weight = 1 }."""
+    address: str = req('"host:port" or "[ipv6]:port"; names are resolved once, at load.', address)
+    weight: int = opt(1, "Relative share of requests.", integer(1, 1000))
+    host: str = derived("")
+    port: int = derived(0)
+    family: int = derived(socket.AF_INET)
+
+    @classmethod
+    def from_values(cls, values, **extra):
+        return _from_address(cls, values, extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upstream(Table):
+    """[upstreams.NAME]: a pool of backends."""
+    servers: tuple = req("Array of { address, weight } tables; at least one.", items=Server)
+    balance: str = opt("round_robin", "Balancing algorithm: " + ", ".join(BALANCES) + ".", choice(BALANCES))
+    keepalive: int = opt(64, "Idle connections to this upstream kept per worker; 0 = none.", integer(0))
+    keepalive_timeout: float = opt("60s", "How long an idle upstream connection is kept.", duration())
+    tries: int = opt(3, "Servers tried per request at most (connect failures, resets before a response).",
+                     integer(1))
+    name: str = derived("")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route(Table):
+    """[[routes]]: requests whose host and path match go to an upstream (longest path prefix wins)."""
+    host: str = opt("*", '"*", "exact.name" or "*.suffix" (matches sub.suffix, not suffix itself).', route_host)
+    path: str = opt("/", 'Path prefix, starting with "/".', route_path)
+    upstream: str = req("Name of an [upstreams.NAME] table.", upstream_name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    path: str
+    server: ServerTable
+    limits: Limits
+    timeouts: Timeouts
+    listens: tuple
+    upstreams: dict
+    routes: tuple
+
+
+# TOML layout: table name -> (class, kind). kind: "table" = [name], "array" = [[name]], "map" = [name.KEY]
+SECTIONS = {
+    "server": (ServerTable, "table"),
+    "limits": (Limits, "table"),
+    "timeouts": (Timeouts, "table"),
+    "listen": (Listen, "array"),
+    "upstreams": (Upstream, "map"),
+    "routes": (Route, "array"),
+}
+
+
+# --- finding lines: tomllib gives none for keys, so scan the text for headers and `key =` ---------------
+
+_KEY_PART = r'\s*(?:"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_\-]+)\s*'
+_HEADER = re.compile(rf"^\s*(\[\[?)({_KEY_PART}(?:\.{_KEY_PART})*)\]\]?\s*(?:#.*)?$")
+_KEYLINE = re.compile(rf"^\s*({_KEY_PART}(?:\.{_KEY_PART})*)=")
+
+
+def _split_key(text):
+    return tuple(p.strip().strip("\"'") for p in re.findall(rf"{_KEY_PART}", text))
+
+
+def _code(line):
+    """The line with strings and comment removed, and the quote of a multi-line string it leaves open."""
+    out, i = [], 0
+    while i < len(line):
+        c = line[i]
+        if c == "#":
+            break
+        if line.startswith(('"""', "'''"), i):
+            end = line.find(line[i:i + 3], i + 3)
+            if end < 0:
+                return "".join(out), line[i:i + 3]
+            i = end + 3
+        elif c in "\"'":
+            i += 1
+            while i < len(line) and line[i] != c:
+                i += 2 if c == '"' and line[i] == "\\" else 1
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), None
+
+
+def find_lines(text):
+    """Map paths like ("upstreams", "app", "servers") or ("routes", 1, "upstream") to 1-based lines.
+
+    Tracks the current [table] / [[array]] header (counting array entries) and finds `key =` at depth 0;
+    values spanning lines (arrays, inline tables, multi-line strings) are skipped by bracket counting.
+    """
+    lines, counts = {}, {}
+    table = ()
+    depth = 0            # open brackets/braces of a value spanning several lines
+    in_string = None     # the quote of a multi-line string we are inside
+    for n, line in enumerate(text.splitlines(), 1):
+        if in_string:
+            end = line.find(in_string)
+            if end < 0:
+                continue
+            line, in_string = line[end + 3:], None
+        elif depth == 0:
+            if m := _HEADER.match(line):
+                table = _split_key(m.group(2))
+                if m.group(1) == "[[":
+                    counts[table] = counts.get(table, -1) + 1
+                    table = table + (counts[table],)
+                lines.setdefault(table, n)
+                continue
+            if m := _KEYLINE.match(line):
+                key = _split_key(m.group(1))
+                for i in range(1, len(key) + 1):
+                    lines.setdefault(table + key[:i], n)
+                line = line[m.end():]
+        code, in_string = _code(line)
+        depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
+    return lines
+
+
+def _label(parts):
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else ("." if out else "") + p
+    return out
+
+
+class _Loader:
+    def __init__(self, text, path):
+        self.path = path
+        self.lines = find_lines(text)
+        self.errors = []
+
+    def line_of(self, parts):
+        for i in range(len(parts), 0, -1):
+            if parts[:i] in self.lines:
+                return self.lines[parts[:i]]
+        return None
+
+    def fail(self, table, key, message):
+        self.errors.append(ConfigError(self.path, self.line_of(table + key), _label(table), _label(key), message))
+
+    def table(self, cls, raw, where, key=(), **extra):
+        """Check one table's keys and values; None (after recording errors) if any is wrong."""
+        if not isinstance(raw, dict):
+            self.fail(where, key, "must be a table")
+            return None
+        fields = {f.name: f for f in toml_fields(cls)}
+        ok = True
+        for name in raw:
+            if name not in fields:
+                self.fail(where, key + (name,), "unknown key (expected one of: " + ", ".join(fields) + ")")
+                ok = False
+        values = {}
+        for name, f in fields.items():
+            if name not in raw:
+                if f.metadata.get("required"):
+                    self.fail(where, key + (name,), "is required")
+                    ok = False
+                continue
+            if f.metadata.get("items"):
+                values[name] = self.items(f.metadata["items"], raw[name], where, key + (name,))
+                ok = ok and values[name] is not None
+                continue
+            try:
+                values[name] = f.metadata["check"](raw[name])
+            except ValueError as e:
+                self.fail(where, key + (name,), str(e))
+                ok = False
+        return cls.from_values(values, **extra) if ok else None
+
+    def items(self, cls, raw, where, key):
+        if not isinstance(raw, list) or not raw:
+            self.fail(where, key, "must be a non-empty array of tables")
+            return None
+        out = [self.table(cls, item, where, key + (i,)) for i, item in enumerate(raw)]
+        return None if None in out else tuple(out)
+
+    def section(self, name, raw):
+        cls, kind = SECTIONS[name]
+        if kind == "table":
+            return self.table(cls, raw, (name,))
+        if kind == "array":
+            if not isinstance(raw, list):
+                self.fail((name,), (), f"must be an array of tables: [[{name}]]")
+                return ()
+            # keep None for entries with errors, so cross checks still name the right index
+            return tuple(self.table(cls, item, (name, i)) for i, item in enumerate(raw))
+        if not isinstance(raw, dict):
+            self.fail((name,), (), f"must be tables: [{name}.NAME]")
+            return {}
+        out = {}
+        for uname, item in raw.items():
+            try:
+                upstream_name(uname)
+            except ValueError as e:
+                self.fail((name, uname), (), "name " + str(e))
+                continue
+            if (t := self.table(cls, item, (name, uname), name=uname)) is not None:
+                out[uname] = t
+        return out
+
+    def load(self, data):
+        for name in data:
+            if name not in SECTIONS:
+                self.fail((name,), (), "unknown table (expected one of: " + ", ".join(SECTIONS) + ")")
+        sections = {name: self.section(name, data.get(name, {} if SECTIONS[name][1] != "array" else []))
+                    for name in SECTIONS}
+        self.cross_check(data, sections)
+        if self.errors:
+            raise ConfigErrors(self.errors)
+        return Config(path=self.path, server=sections["server"], limits=sections["limits"],
+                      timeouts=sections["timeouts"], listens=sections["listen"], upstreams=sections["upstreams"],
+                      routes=sections["routes"])
+
+    def cross_check(self, data, s):
+        """Checks across tables. Only run on what loaded cleanly, so one mistake is not reported twice."""
+        for name, what in (("listen", "[[listen]] table"), ("upstreams", "[upstreams.NAME] table"),
+                           ("routes", "[[routes]] table")):
+            if not data.get(name):
+                self.fail((name,), (), f"at least one {what} is required")
+        seen = {}
+        for i, listen in enumerate(s["listen"]):
+            if listen is None:
+                continue
+            where = (listen.host, listen.port)
+            if where in seen:
+                self.fail(("listen", i), ("address",), f"duplicate of listen[{seen[where]}] ({listen.address})")
+            seen.setdefault(where, i)
+        seen = {}
+        for i, route in enumerate(s["routes"]):
+            if route is None:
+                continue
+            # an upstream that is in the file but has errors of its own is not reported again here
+            if not isinstance(data.get("upstreams"), dict) or route.upstream not in data["upstreams"]:
+                self.fail(("routes", i), ("upstream",), f"no upstream named {route.upstream!r}")
+            if (route.host, route.path) in seen:
+                self.fail(("routes", i), ("path",),
+                          f"same host and path as routes[{seen[route.host, route.path]}]")
+            seen.setdefault((route.host, route.path), i)
+        if s["limits"] and s["limits"].max_head_size > s["limits"].buffer_size:
+            self.fail(("limits",), ("max_head_size",), "must not exceed buffer_size (a head must fit in a buffer)")
+
+
+def loads(text, path="<string>"):
+    """Parse and validate config text; raise ConfigErrors listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib says "... (at line 3, column 7)"; keep the line in our own format.
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "invalid TOML"
+        raise ConfigErrors([ConfigError(path, int(m.group(1)) if m else None, None, None,
+                                        "TOML syntax error: " + msg)]) from None
+    return _Loader(text, path).load(data)
+
+
+def load(path):
+    """Read, parse and validate a config file; raise ConfigErrors listing every problem."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigErrors([ConfigError(path, None, None, None, f"cannot read: {e}")]) from None
+    return loads(text, path)
+
+
+DEMO_TEMPLATE = """\
+# The built-in demo: three backends behind one proxy, round robin.
+[server]
+workers = {workers}
+
+[[listen]]
+address = "127.0.0.1:{port}"
+
+[upstreams.demo]
+balance = "round_robin"
+servers = [
+{servers}
+]
+
+[[routes]]
+host = "*"
+path = "/"
+upstream = "demo"
+"""
+
+
+def demo_toml(port, backend_ports, workers=1):
+    """The TOML text of the demo config (printed by `fastproxy demo` so it can be copied and edited)."""
+    servers = "\n".join(f'  {{ address = "127.0.0.1:{p}" }},' for p in backend_ports)
+    return DEMO_TEMPLATE.format(port=port, servers=servers, workers=workers)
+
+
+def builtin_demo(port, backend_ports, workers=1):
+    return loads(demo_toml(port, backend_ports, workers), "<demo>")
