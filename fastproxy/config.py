@@ -383,6 +383,7 @@ def find_lines(text):
             if m := _HEADER.match(line):
                 table = _split_key(m.group(2))
                 if m.group(1) == "[[":
+                    lines.setdefault(table, n)
                     counts[table] = counts.get(table, -1) + 1
                     table = table + (counts[table],)
                 lines.setdefault(table, n)
@@ -482,7 +483,8 @@ class _Loader:
     def load(self, data):
         for name in data:
             if name not in SECTIONS:
-                self.fail((name,), (), "unknown table (expected one of: " + ", ".join(SECTIONS) + ")")
+                what = "table" if isinstance(data[name], dict | list) else "key"
+                self.fail((name,), (), f"unknown {what} (expected one of the tables: " + ", ".join(SECTIONS) + ")")
         sections = {name: self.section(name, data.get(name, {} if SECTIONS[name][1] != "array" else []))
                     for name in SECTIONS}
         self.cross_check(data, sections)

@@ -1,0 +1,94 @@
+"""Listening sockets: created by the master, owned by it for its whole life, handed to workers as fd numbers.
+
+Rules:
+- One SO_REUSEPORT socket per worker slot per [[listen]]: the kernel spreads connections over the slots'
+  sockets, so workers never contend on one accept queue (nginx's `reuseport`). A slot's sockets are reused
+  by every worker (re)spawned in that slot, and are never closed while connections may be queued in them.
+- Sockets are non-blocking (the core's epoll loop accepts until EAGAIN) and IPv6 ones are IPV6_V6ONLY, so
+  "[::]:80" and "0.0.0.0:80" can be listed side by side.
+- Only fd numbers leave this module: the socket objects are detached, so garbage collection never closes
+  them. Fds are inheritable so that a new master exec'ed for a binary upgrade (issue 3) finds them; their
+  numbers travel in the FASTPROXY_FDS environment variable (encode_fds / decode_fds).
+"""
+
+import os
+import socket
+
+FDS_ENV = "FASTPROXY_FDS"
+
+
+def create_listener(listen):
+    """One non-blocking SO_REUSEPORT listening socket for a config Listen; returns its fd."""
+    sock = socket.socket(listen.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if listen.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((listen.host, listen.port))
+        sock.listen(listen.backlog)
+        sock.setblocking(False)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+def create_slots(listens, nslots):
+    """Listening fds per worker slot: slots[i] is a list with one fd per listen, in config order.
+
+    On failure (address in use, permission) closes what it opened and raises OSError naming the address.
+    """
+    slots = []
+    try:
+        for _ in range(nslots):
+            fds = []
+            slots.append(fds)
+            for listen in listens:
+                try:
+                    fds.append(create_listener(listen))
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot listen on {listen.address}: {e.strerror}") from None
+    except OSError:
+        close_slots(slots)
+        raise
+    return slots
+
+
+def close_slots(slots):
+    for fds in slots:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def close_other_slots(slots, keep):
+    """In a worker after fork: close the listening fds of every slot but its own.
+
+    Why: a sibling's socket left open here would keep that socket's queue alive after the sibling dies.
+    """
+    close_slots([fds for i, fds in enumerate(slots) if i != keep])
+
+
+def encode_fds(slots):
+    """For the environment of an exec'ed new master: "3,4;5,6" (slots separated by ;, listens by ,)."""
+    return ";".join(",".join(str(fd) for fd in fds) for fds in slots)
+
+
+def decode_fds(text):
+    """Inverse of encode_fds; [] for an empty or missing value."""
+    if not text:
+        return []
+    return [[int(fd) for fd in part.split(",") if fd] for part in text.split(";")]
+
+
+def fd_address(fd):
+    """The (host, port) a listening fd is bound to, without taking ownership of the fd."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.getsockname()[:2]
+    finally:
+        sock.detach()
