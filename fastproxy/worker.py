@@ -1,0 +1,114 @@
+"""One worker's life after fork: name itself, tie its life to the master's, build the core, run, exit.
+
+Fork hygiene lives here: the master's signal handlers and wakeup fd are replaced, the listening fds of
+sibling slots are closed, and the epoll fd is created by the core only now, after fork.
+The exit code says why the worker ended (errors.EXIT_*); the master logs it and backs off crash loops.
+The worker never returns into the master's code: it leaves with os._exit().
+"""
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+
+from setproctitle import setproctitle
+
+from fastproxy import errors, sockets
+from fastproxy.log import log, set_role
+
+PR_SET_PDEATHSIG = 1
+
+# Signals the master uses for itself (issue 3); a worker ignores them so a stray one cannot kill it.
+IGNORED = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def set_parent_death_signal(sig):
+    """Ask the kernel to send sig when the master dies (Linux prctl), so no worker outlives it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def make_wakeup_pipe():
+    """A non-blocking pipe whose write end Python's C signal handler writes to; the core polls the read end."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    return r
+
+
+class Worker:
+    def __init__(self, config, slots, slot, master_pid, generation=0, close_fds=(), ready_fd=None):
+        self.config = config
+        self.slots = slots              # every slot's listening fds; only slots[slot] is kept
+        self.slot = slot
+        self.master_pid = master_pid
+        self.generation = generation
+        self.close_fds = close_fds      # master-only fds inherited through fork (its self-pipe)
+        self.ready_fd = ready_fd        # issue 3: a byte is written here once the core is built
+        self.core = None
+        self.stop_asked = None          # a stop that came before the core existed
+
+    def run(self):
+        """Entry point in the forked child. Never returns."""
+        try:
+            code = self.serve()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else errors.EXIT_ERROR
+        except BaseException:
+            log("worker failed:\n" + traceback.format_exc().rstrip())
+            code = errors.EXIT_ERROR
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    def serve(self):
+        signal.set_wakeup_fd(-1)        # the master's, inherited through fork
+        for fd in self.close_fds:
+            os.close(fd)
+        set_role(f"worker {self.slot}")
+        setproctitle(f"fastproxy: worker {self.slot}"
+                     + (f" (gen {self.generation})" if self.generation else ""))
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.master_pid:
+            return errors.EXIT_ORPHAN   # the master died before prctl took effect
+        sockets.close_other_slots(self.slots, self.slot)
+        self.install_signals()
+        wakeup_fd = make_wakeup_pipe()
+        try:
+            from fastproxy._core import Core
+        except ImportError:
+            log("cannot load the core (fastproxy._core):\n" + traceback.format_exc().rstrip())
+            return errors.EXIT_BOOT
+        try:
+            self.core = Core(self.config, list(self.slots[self.slot]), self.slot)
+        except Exception:
+            log("the core refused the config:\n" + traceback.format_exc().rstrip())
+            return errors.EXIT_CONFIG
+        if self.stop_asked is not None:
+            return errors.EXIT_OK
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, b"1")
+            os.close(self.ready_fd)
+        self.core.run(wakeup_fd)
+        return errors.EXIT_OK
+
+    def install_signals(self):
+        for sig in IGNORED:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, self.handle_fast_stop)
+        signal.signal(signal.SIGINT, self.handle_fast_stop)
+        signal.signal(signal.SIGQUIT, self.handle_graceful_stop)
+
+    def stop(self, graceful):
+        if self.core is None:
+            self.stop_asked = graceful
+        else:
+            self.core.stop(graceful)
+
+    def handle_fast_stop(self, signum, frame):
+        self.stop(False)
+
+    def handle_graceful_stop(self, signum, frame):
+        self.stop(True)
