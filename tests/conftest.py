@@ -1,0 +1,62 @@
+"""Fixtures for end-to-end tests: real backend processes, a real `fastproxy serve`, raw sockets.
+
+    backends(n)          -> [RunningBackend, ...]  n recording backends named b0, b1, ... (helpers/backend.py)
+    proxy(config_text)   -> RunningProxy           the proxy running that config (helpers/config.py builds it)
+
+At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
+workers' debug stats show no connection left open (a leak fails the test), sends TERM to the master and
+asserts its whole process group is gone; then the backends are stopped by PID.
+helpers.running.free_port() gives a port nothing listens on (for listeners, and as a dead upstream).
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers.running import RunningBackend, RunningProxy  # noqa: E402
+
+
+@pytest.fixture
+def backends(tmp_path):
+    started = []
+
+    def start(n):
+        new = []
+        for _ in range(n):
+            name = f"b{len(started)}"
+            b = RunningBackend(name, str(tmp_path / f"backend-{name}"))
+            started.append(b)
+            new.append(b)
+        return new
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path, backends):
+    # depends on backends so that proxies stop before the backends behind them
+    started = []
+
+    def start(config_text):
+        p = RunningProxy(config_text, str(tmp_path / f"proxy{len(started)}"))
+        started.append(p)
+        return p
+
+    yield start
+    errors = []
+    for p in started:
+        try:
+            p.wait_quiescent()
+        except AssertionError as e:
+            errors.append(str(e))
+        try:
+            p.stop()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n".join(errors), pytrace=False)

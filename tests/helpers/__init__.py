@@ -1,0 +1,1 @@
+"""Test support: a recording backend, a proxy runner and a raw-socket client (all real processes and sockets)."""

@@ -1,0 +1,295 @@
+"""Handles on the real processes a test runs: recording backends and `python -m fastproxy serve`.
+
+Each is started in its own process (group), waited for by polling with a deadline, and stopped by PID.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tomllib
+
+import h11
+
+from helpers import procs
+from helpers.client import Client
+
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_DIR = os.path.dirname(TESTS_DIR)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (bound to 0, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_answers(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+class RunningBackend:
+    """A helpers/backend.py process and what it recorded (see that module for its endpoints)."""
+
+    def __init__(self, name, directory):
+        self.name = name
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=TESTS_DIR)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "helpers.backend", "--name", name, "--dir", directory],
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        line = self.proc.stdout.readline()  # the backend prints its port once bound
+        if not line.strip():
+            raise RuntimeError(f"backend {name} did not start (exit {self.proc.poll()})")
+        self.port = int(line)
+        self.address = f"127.0.0.1:{self.port}"
+        procs.wait_for(lambda: port_answers(self.port), message=f"backend {name} to accept")
+        # that probe connection was recorded too: wait until it is closed, then forget it
+        procs.wait_for(lambda: self._closed_files(), message="probe connection closed")
+        self.baseline = len(self._raw_files())
+
+    def _raw_files(self):
+        return sorted(f for f in os.listdir(self.dir) if f.endswith(".raw"))
+
+    def _closed_files(self):
+        return [f for f in os.listdir(self.dir) if f.endswith(".closed")]
+
+    def connections(self):
+        """How many connections the backend accepted (not counting the fixture's readiness probe)."""
+        return len(self._raw_files()) - self.baseline
+
+    def open_connections(self):
+        return len(self._raw_files()) - len(self._closed_files())
+
+    def received(self):
+        """Raw bytes received, one bytes object per accepted connection, in accept order."""
+        out = []
+        for name in self._raw_files()[self.baseline :]:
+            with open(os.path.join(self.dir, name), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def requests(self):
+        """What the backend received, parsed by h11 (the reference parser), per connection.
+
+        Each connection gives a list of (h11.Request, body bytes, trailers); an AssertionError names any
+        connection whose bytes are not a sequence of well-framed requests.
+        """
+        return [parse_requests(data) for data in self.received()]
+
+    def all_requests(self):
+        return [r for conn in self.requests() for r in conn]
+
+    def stop(self):
+        procs.kill_pid(self.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            procs.kill_pid(self.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.proc.stdout.close()
+
+
+def parse_requests(data):
+    """Parse raw request bytes with h11 as a server would; every byte must belong to a clean request.
+
+    Tunnelled bytes after a successful Upgrade are not HTTP: parsing stops at the upgrade request.
+    """
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    conn.receive_data(b"")
+    out = []
+    current = None
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            raise AssertionError(f"backend received malformed bytes ({e}): {data[:600]!r}") from None
+        if event is h11.NEED_DATA:
+            raise AssertionError(f"backend received an incomplete request: {data[:600]!r}")
+        if isinstance(event, h11.Request):
+            current, body = event, bytearray()
+            if event.method == b"CONNECT" or any(n == b"upgrade" for n, _ in event.headers):
+                out.append((current, b"", []))
+                return out
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append((current, bytes(body), list(event.headers)))
+            # answer in h11's eyes so it moves on to the next pipelined request
+            conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+            conn.send(h11.EndOfMessage())
+            conn.start_next_cycle()
+        elif isinstance(event, h11.ConnectionClosed):
+            return out
+        elif event is h11.PAUSED:
+            return out
+
+
+class RunningProxy:
+    """`python -m fastproxy serve -c FILE` in its own process group, with per-worker debug stats."""
+
+    def __init__(self, config_text, workdir):
+        self.config_text = config_text
+        self.config = tomllib.loads(config_text)
+        self.port = int(self.config["listen"][0]["address"].rsplit(":", 1)[1])
+        self.address = f"127.0.0.1:{self.port}"
+        workers = self.config.get("server", {}).get("workers", 1)
+        self.n_workers = os.cpu_count() if workers == "auto" else int(workers)
+        self.dir = workdir
+        self.stats_dir = os.path.join(workdir, "stats")
+        os.makedirs(self.stats_dir, exist_ok=True)
+        self.config_path = os.path.join(workdir, "proxy.toml")
+        with open(self.config_path, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(workdir, "proxy.log")
+        self.clients = []
+        env = dict(
+            os.environ,
+            FASTPROXY_STATS_DIR=self.stats_dir,
+            PYTHONPATH=REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fastproxy", "serve", "-c", self.config_path],
+                cwd=REPO_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop(check=False)
+            raise
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def _alive_or_fail(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"fastproxy exited with {self.proc.returncode}:\n{self.log()}")
+
+    def _wait_ready(self):
+        def workers_up():
+            self._alive_or_fail()
+            return len(self.worker_pids()) == self.n_workers
+
+        procs.wait_for(workers_up, timeout=15, message=f"{self.n_workers} workers\n{self.log()}")
+
+        # a request the proxy answers itself (no Host on HTTP/1.1: 400), so no backend sees it
+        def answers():
+            self._alive_or_fail()
+            try:
+                with Client(self.port, timeout=2) as c:
+                    c.send(b"GET / HTTP/1.1\r\n\r\n")
+                    c.read_until_close()
+                return True
+            except OSError:
+                return False
+
+        procs.wait_for(answers, timeout=15, message=f"the proxy to answer\n{self.log()}")
+
+    # -- what tests use -------------------------------------------------------------------------------
+
+    def client(self, timeout=10.0):
+        """A new raw client connection; the fixture closes it at teardown."""
+        c = Client(self.port, timeout=timeout)
+        self.clients.append(c)
+        return c
+
+    def worker_pids(self):
+        return procs.children(self.pid)
+
+    def stats(self):
+        """{worker pid: {counter: int}} from FASTPROXY_STATS_DIR, for the live workers."""
+        out = {}
+        for pid in self.worker_pids():
+            path = os.path.join(self.stats_dir, f"{pid}.stats")
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                continue
+            counters = {}
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) == 2:
+                    counters[parts[0]] = int(parts[1])
+            out[pid] = counters
+        return out
+
+    def total(self, key):
+        return sum(s.get(key, 0) for s in self.stats().values())
+
+    def quiescent(self):
+        """Every worker reports no open client connection and no upstream connection mid-request."""
+        stats = self.stats()
+        if len(stats) != len(self.worker_pids()):
+            return False
+        return all(
+            s.get("client_open") == 0 and s.get("upstream_open") == s.get("upstream_idle")
+            for s in stats.values()
+        )
+
+    def wait_quiescent(self, timeout=10.0):
+        for c in self.clients:
+            c.close()
+        try:
+            procs.wait_for(self.quiescent, timeout=timeout, message="every proxy connection to be closed")
+        except AssertionError:
+            raise AssertionError(f"connection leak: worker stats {self.stats()}") from None
+
+    def stop(self, check=True):
+        """TERM the master, wait for it, and check that nothing of its process group is left."""
+        procs.kill_pid(self.pid, signal.SIGTERM)
+        problems = []
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            problems.append("master did not exit within 10 s of SIGTERM")
+            procs.kill_pid(self.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        try:
+            procs.wait_for(lambda: not procs.group_members(self.pid), timeout=5, message="process group")
+        except AssertionError:
+            left = procs.group_members(self.pid)
+            problems.append(f"processes outlived the master: {[(p, procs.cmdline(p)) for p in left]}")
+            for p in left:
+                procs.kill_pid(p)
+        if check and problems:
+            raise AssertionError("; ".join(problems) + "\n" + self.log())
+
+
+def settle(proxy, backends, timeout=10.0):
+    """Wait until the proxy holds no connection mid-request and every backend connection the proxy
+    closed has been seen closed by its backend: after this, what the backends recorded is final."""
+    proxy.wait_quiescent(timeout)
+    procs.wait_for(
+        lambda: sum(b.open_connections() for b in backends) <= proxy.total("upstream_open"),
+        timeout=timeout,
+        message="backends to see the proxy's closed connections",
+    )
+
+
+def wait_closed_backend_side(backend, timeout=10.0):
+    procs.wait_for(
+        lambda: backend.open_connections() == 0,
+        timeout=timeout,
+        message=f"backend {backend.name} connections to close",
+    )
