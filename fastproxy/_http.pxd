@@ -51,6 +51,8 @@ cdef enum HeaderFlag:
     HF_SERVER = 256               # Server (responses)
     HF_UPGRADE = 512              # Upgrade
     HF_EXPECT = 1024
+    HF_TRANSFER_ENCODING = 2048   # Transfer-Encoding (also HF_HOP)
+    HF_CONNECTION = 4096          # Connection (also HF_HOP)
 
 cdef struct Span:
     Py_ssize_t off                # offset into the buffer the head was parsed from
