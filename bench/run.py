@@ -1,0 +1,209 @@
+"""Benchmark fastproxy against nginx and HAProxy, all in front of the same backend, in one run.
+
+    python bench/run.py                    # full run: 4 scenarios x 3 proxies x 5 reps x 10 s
+    python bench/run.py --quick            # 1 rep x 3 s, to check that everything works
+    python bench/run.py --proxies nginx,haproxy --scenarios a,c
+    python bench/run.py --profile          # syscalls per request under strace -c (see syscalls.py)
+
+Per scenario the proxies are started with the scenario's worker count, warmed up, then measured
+interleaved (fastproxy, nginx, haproxy, fastproxy, nginx, ...) so that slow drifts of the machine hit
+all of them alike; each figure is the median over the repetitions. Proxy CPU per request is the change
+in utime+stime of the proxy's master and workers (/proc/PID/stat) around each wrk run divided by the
+requests wrk completed. Results: bench/results/latest.md and latest.png; raw wrk outputs, the
+generated configs and the processes' logs under bench/results/raw/<timestamp>/.
+"""
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import report
+import servers
+import syscalls
+import wrk
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    path: str
+    workers: int
+    close: bool  # wrk sends "Connection: close": one TCP connection per request
+
+
+SCENARIOS = {
+    s.key: s
+    for s in (
+        Scenario("a", "100 B, keep-alive, 1 worker", "/100", 1, False),
+        Scenario("b", "10 KB, keep-alive, 1 worker", "/10k", 1, False),
+        Scenario("c", "100 B, keep-alive, 2 workers", "/100", 2, False),
+        Scenario("d", "100 B, connection per request, 1 worker", "/100", 1, True),
+    )
+}
+
+
+def parse_pin(text):
+    """"proxy=0,wrk=1,backend=1" -> {"proxy": "0", "wrk": "1", "backend": "1"} (taskset -c lists)."""
+    pins = {}
+    for part in filter(None, (text or "").split(",")):
+        role, _, cpus = part.partition("=")
+        if role not in ("proxy", "wrk", "backend") or not cpus:
+            raise SystemExit(f"--pin: bad entry {part!r}; expected proxy=CPUS, wrk=CPUS or backend=CPUS")
+        pins[role] = cpus.replace("+", ",")
+    return pins
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--proxies", default=",".join(servers.PROXIES), help="comma list, in interleaving order")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of a,b,c,d")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per scenario and proxy (default 5)")
+    p.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("-c", "--connections", type=int, default=50, help="wrk connections (default 50)")
+    p.add_argument("-d", "--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of discarded wrk per proxy and scenario")
+    p.add_argument("--quick", action="store_true", help="1 rep x 3 s, 1 s warm-up")
+    p.add_argument("--pin", default="", help='taskset CPU lists, e.g. "proxy=0,wrk=1,backend=1" (+ for lists: 0+1)')
+    p.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    p.add_argument("--profile", action="store_true", help="run the strace/perf profile instead (syscalls.py)")
+    p.add_argument("--profile-seconds", type=int, default=5, help="seconds traced per proxy in --profile")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration, args.warmup = 1, 3, 1
+    args.proxies = [x for x in args.proxies.split(",") if x]
+    args.scenarios = [SCENARIOS[k] for k in args.scenarios.split(",") if k]
+    bad = [x for x in args.proxies if x not in servers.PROXIES]
+    if bad:
+        raise SystemExit(f"unknown proxies {bad}; choose from {servers.PROXIES}")
+    args.pin = parse_pin(args.pin)
+    return args
+
+
+def measure(proc, url, args, close):
+    """One wrk run against proc; returns (WrkResult, user µs/req, system µs/req)."""
+    before = proc.cpu_ticks()
+    res = wrk.run(url, args.threads, args.connections, args.duration, close, args.pin.get("wrk"))
+    after = proc.cpu_ticks()
+    per_req = 1e6 / CLK_TCK / max(res.requests, 1)
+    return res, (after[0] - before[0]) * per_req, (after[1] - before[1]) * per_req
+
+
+def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
+    """Start the proxies for one scenario, warm them up, measure interleaved; returns {proxy: [runs]}."""
+    url = f"http://127.0.0.1:{{port}}{sc.path}"
+    procs = {}
+    runs = {name: [] for name in args.proxies}
+    for name in args.proxies:
+        try:
+            procs[name] = servers.start_proxy(name, sc.key, tmp, rawdir, backend.port, sc.workers, args.pin.get("proxy"))
+            started.append(procs[name])
+        except RuntimeError as e:
+            notes.append(f"{sc.key}/{name}: failed to start: {e}")
+            print(f"  {name}: FAILED TO START\n{e}", file=sys.stderr)
+    for proc in procs.values():
+        wrk.run(url.format(port=proc.port), args.threads, args.connections, args.warmup, sc.close, args.pin.get("wrk"))
+    pids = {name: sorted(proc.tree()) for name, proc in procs.items()}
+    for rep in range(args.reps):
+        for name, proc in procs.items():
+            if proc.popen.poll() is not None:
+                continue
+            res, usr, sys_ = measure(proc, url.format(port=proc.port), args, sc.close)
+            runs[name].append((res, usr, sys_))
+            (rawdir / f"{sc.key}-{name}-rep{rep + 1}.txt").write_text(res.output)
+            print(
+                f"  {sc.key} rep {rep + 1}/{args.reps} {name:9s} {res.rps:10.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+                f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors:5d}  cpu {usr + sys_:5.1f} us/req",
+                flush=True,
+            )
+            if proc.popen.poll() is not None:
+                notes.append(f"{sc.key}/{name}: the proxy exited ({proc.popen.returncode}) during rep {rep + 1}")
+            elif sorted(proc.tree()) != pids[name]:
+                notes.append(f"{sc.key}/{name}: process set changed during rep {rep + 1} (a worker died?)")
+                pids[name] = sorted(proc.tree())
+    for name, proc in procs.items():
+        survivors = servers.stop(proc)
+        started.remove(proc)
+        if survivors:
+            notes.append(f"{sc.key}/{name}: PIDs {survivors} outlived the master's TERM and were killed")
+    return runs
+
+
+def summarize(sc, runs):
+    rows = []
+    for name, reps in runs.items():
+        if not reps:
+            rows.append({"scenario": sc, "proxy": name, "reps": 0})
+            continue
+        rps = [r.rps for r, _, _ in reps]
+        rows.append(
+            {
+                "scenario": sc,
+                "proxy": name,
+                "reps": len(reps),
+                "rps": statistics.median(rps),
+                "rps_min": min(rps),
+                "rps_max": max(rps),
+                "p50": statistics.median(r.p50_ms for r, _, _ in reps),
+                "p99": statistics.median(r.p99_ms for r, _, _ in reps),
+                "errors": sum(r.errors for r, _, _ in reps),
+                "usr": statistics.median(u for _, u, _ in reps),
+                "sys": statistics.median(s for _, _, s in reps),
+            }
+        )
+    nginx = next((r for r in rows if r["proxy"] == "nginx" and r["reps"]), None)
+    for r in rows:
+        if nginx and r["reps"]:
+            r["x_rps"] = r["rps"] / nginx["rps"]
+            r["x_p99"] = r["p99"] / nginx["p99"] if nginx["p99"] else float("nan")
+            r["x_cpu"] = (r["usr"] + r["sys"]) / (nginx["usr"] + nginx["sys"] or float("nan"))
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.profile:
+        return syscalls.main(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rawdir = args.out / "raw" / stamp
+    rawdir.mkdir(parents=True)
+    command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    tmp = tempfile.mkdtemp(prefix="fastproxy-bench-")
+    started = []
+    notes = []
+    rows = []
+    try:
+        backend = servers.start_backend(tmp, rawdir, args.pin.get("backend"))
+        started.append(backend)
+        for sc in args.scenarios:
+            print(f"scenario {sc.key}: {sc.title}", flush=True)
+            rows += summarize(sc, run_scenario(sc, args, tmp, rawdir, backend, started, notes))
+    finally:
+        for proc in reversed(started):
+            servers.stop(proc)
+        shutil.copytree(tmp, rawdir / "configs", ignore=shutil.ignore_patterns("temp"), dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    machine = report.machine_info()
+    md = report.markdown(rows, args, machine, command, notes, rawdir.relative_to(args.out.parent))
+    (args.out / "latest.md").write_text(md)
+    report.chart(rows, args, machine, args.out / "latest.png")
+    print()
+    print(report.table(rows))
+    for n in notes:
+        print("note:", n)
+    print(f"\nwrote {args.out / 'latest.md'}, {args.out / 'latest.png'}, raw outputs in {rawdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
