@@ -2,6 +2,7 @@
 
     backends(n)          -> [RunningBackend, ...]  n recording backends named b0, b1, ... (helpers/backend.py)
     proxy(config_text)   -> RunningProxy           the proxy running that config (helpers/config.py builds it)
+    workers              -> 1, then 2              parametrises a test over the worker count
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
 workers' debug stats show no connection left open (a leak fails the test), sends TERM to the master and
@@ -17,6 +18,12 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers.running import RunningBackend, RunningProxy  # noqa: E402
+
+
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def workers(request):
+    """Run a test once with one worker and once with two."""
+    return request.param
 
 
 @pytest.fixture

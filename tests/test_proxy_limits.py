@@ -1,0 +1,125 @@
+"""End-to-end: limits (431, 414, 413), client timeouts (408, keep-alive idle), upstream failures
+(next server, 502, 504). Error responses are small, well-formed, and close the connection."""
+
+from helpers.config import proxy_config
+from helpers.running import free_port, settle, wait_closed_backend_side
+
+
+def assert_refused(c, status):
+    r = c.response()
+    assert r.status == status, r.raw[:300]
+    assert r.has_token("connection", "close")
+    assert c.closed()
+    return r
+
+
+def test_head_too_large_431(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, limits={"max_head_size": 4096}))
+    c = p.client()
+    c.send(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+    assert_refused(c, 431)
+    # within the limit it passes
+    assert p.client().get("/", headers=["X-Big: " + "a" * 3000]).status == 200
+    assert b.connections() == 1
+
+
+def test_too_many_headers_431(proxy, backends):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, limits={"max_headers": 10}))
+    c = p.client()
+    c.send(
+        b"GET / HTTP/1.1\r\nHost: app.test\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(20)) + b"\r\n"
+    )
+    assert_refused(c, 431)
+    assert p.client().get("/", headers=[f"X-H{i}: v" for i in range(5)]).status == 200
+
+
+def test_uri_too_long_414(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, limits={"max_uri_size": 1024}))
+    c = p.client()
+    c.send(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert_refused(c, 414)
+    assert b.connections() == 0
+
+
+def test_body_too_large_413(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, limits={"max_body_size": 1000}))
+    c = p.client()
+    c.send(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2000\r\n\r\n")
+    assert_refused(c, 413)
+    assert p.client().get("/echo", method=b"POST", body=b"y" * 1000).body == b"y" * 1000
+    assert b.connections() == 1
+
+
+def test_client_header_timeout_408(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, timeouts={"client_header": "1s"}))
+    c = p.client()
+    c.send(b"GET / HTTP/1.1\r\nHost: app.te")
+    assert_refused(c, 408)
+    assert b.connections() == 0
+
+
+def test_client_body_timeout_408(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, timeouts={"client_body": "1s"}))
+    c = p.client()
+    c.send(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
+    assert_refused(c, 408)
+    # the half-sent request must not leave its upstream connection behind
+    settle(p, [b])
+    assert b.open_connections() == 0
+
+
+def test_keepalive_idle_timeout_closes_quietly(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, timeouts={"keepalive": "1s"}))
+    c = p.client()
+    assert c.get("/").status == 200
+    # an idle keep-alive connection is closed without a response a client could take for its next one
+    assert c.read_until_close() == b""
+
+
+def test_dead_server_skipped_for_the_next(proxy, backends, workers):
+    (b,) = backends(1)
+    dead = f"127.0.0.1:{free_port()}"
+    p = proxy(proxy_config({"app": [dead, b]}, workers=workers))
+    c = p.client()
+    for _ in range(6):
+        r = c.get("/")
+        assert r.status == 200 and r.header("x-backend") == b"b0"
+    with p.client() as c2:
+        assert c2.get("/echo", method=b"POST", body=b"abc").body == b"abc"
+
+
+def test_all_servers_dead_502(proxy, backends, workers):
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    p = proxy(proxy_config({"app": dead}, workers=workers))
+    r = p.client().get("/")
+    assert r.status == 502
+    assert int(r.header("content-length")) == len(r.body)
+
+
+def test_upstream_read_timeout_504(proxy, backends, workers):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers, timeouts={"upstream_read": "1s"}))
+    c = p.client()
+    r = c.get("/slow/4000")
+    assert r.status == 504
+    assert int(r.header("content-length")) == len(r.body)
+    # the late backend is not kept: its connection is closed, and the next request uses a fresh one
+    if not r.has_token("connection", "close"):
+        assert c.get("/").body == b"b0\n"
+
+
+def test_upstream_keepalive_pool_idle_timeout(proxy, backends):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, upstream_options={"keepalive_timeout": "1s"}))
+    assert p.client().get("/").status == 200
+    # the idle pooled connection is closed by the proxy after keepalive_timeout
+    wait_closed_backend_side(b)
+    assert p.client().get("/").status == 200
+    assert b.connections() == 2
