@@ -418,7 +418,8 @@ class _Loader:
         return None
 
     def fail(self, table, key, message):
-        self.errors.append(ConfigError(self.path, self.line_of(table + key), _label(table), _label(key), message))
+        self.errors.append(ConfigError(self.path, self.line_of(table + key), _label(table) or None,
+                                       _label(key) or None, message))
 
     def table(self, cls, raw, where, key=(), **extra):
         """Check one table's keys and values; None (after recording errors) if any is wrong."""
@@ -474,7 +475,7 @@ class _Loader:
             try:
                 upstream_name(uname)
             except ValueError as e:
-                self.fail((name, uname), (), "name " + str(e))
+                self.fail((name, uname), (), "invalid name: " + str(e))
                 continue
             if (t := self.table(cls, item, (name, uname), name=uname)) is not None:
                 out[uname] = t
@@ -530,9 +531,9 @@ def loads(text, path="<string>"):
     except tomllib.TOMLDecodeError as e:
         # tomllib says "... (at line 3, column 7)"; keep the line in our own format.
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "invalid TOML"
-        raise ConfigErrors([ConfigError(path, int(m.group(1)) if m else None, None, None,
-                                        "TOML syntax error: " + msg)]) from None
+        line = int(m.group(1)) if m else max(1, len(text.splitlines()))     # else "at end of document"
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e)) or "invalid TOML"
+        raise ConfigErrors([ConfigError(path, line, None, None, "TOML syntax error: " + msg)]) from None
     return _Loader(text, path).load(data)
 
 
