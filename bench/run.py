@@ -111,14 +111,25 @@ def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
         except RuntimeError as e:
             notes.append(f"{sc.key}/{name}: failed to start: {e}")
             print(f"  {name}: FAILED TO START\n{e}", file=sys.stderr)
-    for proc in procs.values():
-        wrk.run(url.format(port=proc.port), args.threads, args.connections, args.warmup, sc.close, args.pin.get("wrk"))
+    for name, proc in list(procs.items()):
+        try:
+            wrk.run(url.format(port=proc.port), args.threads, args.connections, args.warmup, sc.close,
+                    args.pin.get("wrk"))
+        except (RuntimeError, ValueError) as e:
+            notes.append(f"{sc.key}/{name}: warm-up failed, proxy skipped: {e}")
+            del procs[name]
+            started.remove(proc)
+            servers.stop(proc)
     pids = {name: sorted(proc.tree()) for name, proc in procs.items()}
     for rep in range(args.reps):
         for name, proc in procs.items():
             if proc.popen.poll() is not None:
                 continue
-            res, usr, sys_ = measure(proc, url.format(port=proc.port), args, sc.close)
+            try:
+                res, usr, sys_ = measure(proc, url.format(port=proc.port), args, sc.close)
+            except (RuntimeError, ValueError) as e:
+                notes.append(f"{sc.key}/{name}: wrk failed in rep {rep + 1}: {e}")
+                continue
             runs[name].append((res, usr, sys_))
             (rawdir / f"{sc.key}-{name}-rep{rep + 1}.txt").write_text(res.output)
             print(
