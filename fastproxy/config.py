@@ -167,6 +167,8 @@ _HOSTNAME = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_\-]*[a-z0-9_])?(\.[a-z0-9
 def route_host(v):
     if not isinstance(v, str) or not _HOSTNAME.match(v.lower()):
         raise ValueError('must be "*", "exact.name" or "*.suffix" (no port)')
+    if len(v) > 255:
+        raise ValueError("must be at most 255 characters")     # the core's Route.host
     return v.lower()
 
 
@@ -175,6 +177,8 @@ def route_path(v):
         raise ValueError('must be a path prefix starting with "/"')
     if any(c <= " " or c == "\x7f" for c in v) or "?" in v or "#" in v:
         raise ValueError("must not contain spaces, control bytes, ? or #")
+    if len(v.encode()) > 1023:
+        raise ValueError("must be at most 1023 bytes")          # the core's Route.path
     return v
 
 
@@ -226,7 +230,7 @@ def _from_address(cls, values, extra):
 
 @dataclass(frozen=True, kw_only=True)
 class ServerTable(Table):
-    """[server]: process-wide settings."""
+    """[server]: Process-wide settings."""
     workers: int = opt("auto", 'Worker processes; "auto" = one per CPU core.', workers)
     pidfile: str | None = opt(None, "File the master writes its PID to (none by default).", optional_path)
     server_header: str = opt("", 'Server field sent to clients: "" removes the backend\'s, a string replaces it.',
@@ -238,7 +242,7 @@ class ServerTable(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Limits(Table):
-    """[limits]: request size limits (the status sent when one is exceeded is in brackets)."""
+    """[limits]: Request size limits (the status sent when one is exceeded is in brackets)."""
     max_head_size: int = opt(16384, "Request line + headers, bytes [431].", size(256))
     max_headers: int = opt(100, "Header field lines per request [431]; at most 128.", integer(1, 128))
     max_uri_size: int = opt(8192, "Request-target length, bytes [414].", size(1))
@@ -248,7 +252,7 @@ class Limits(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Timeouts(Table):
-    """[timeouts]: every timeout is between two reads or writes, not for the whole exchange."""
+    """[timeouts]: Each timeout (but client_header) is between two reads or writes, not for a whole exchange."""
     client_header: float = opt("10s", "Time to receive a whole request head [408].", duration())
     client_body: float = opt("60s", "Time between two reads of a request body [408].", duration())
     keepalive: float = opt("75s", "Idle time of a kept-alive client connection; 0 disables keep-alive.",
@@ -261,7 +265,7 @@ class Timeouts(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Listen(Table):
-    """[[listen]]: one listening address (each worker gets its own SO_REUSEPORT socket)."""
+    """[[listen]]: One listening address (each worker gets its own SO_REUSEPORT socket for it)."""
     address: str = req('"host:port", "[ipv6]:port" or "*:port" (all IPv4 addresses).', listen_address)
     backlog: int = opt(511, "Accept queue length per socket (capped by net.core.somaxconn).", integer(1))
     host: str = derived("")
@@ -275,7 +279,7 @@ class Listen(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Server(Table):
-    """One backend in an upstream's servers array: { address = "host:port", weight = 1 }."""
+    """servers: One backend of an upstream, an inline table like { address = "127.0.0.1:9001", weight = 2 }."""
     address: str = req('"host:port" or "[ipv6]:port"; names are resolved once, at load.', address)
     weight: int = opt(1, "Relative share of requests.", integer(1, 1000))
     host: str = derived("")
@@ -289,7 +293,7 @@ class Server(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Upstream(Table):
-    """[upstreams.NAME]: a pool of backends."""
+    """[upstreams.NAME]: A pool of backends (NAME: letters, digits, _ and -)."""
     servers: tuple = req("Array of { address, weight } tables; at least one.", items=Server)
     balance: str = opt("round_robin", "Balancing algorithm: " + ", ".join(BALANCES) + ".", choice(BALANCES))
     keepalive: int = opt(64, "Idle connections to this upstream kept per worker; 0 = none.", integer(0))
@@ -301,8 +305,10 @@ class Upstream(Table):
 
 @dataclass(frozen=True, kw_only=True)
 class Route(Table):
-    """[[routes]]: requests whose host and path match go to an upstream (longest path prefix wins)."""
-    host: str = opt("*", '"*", "exact.name" or "*.suffix" (matches sub.suffix, not suffix itself).', route_host)
+    """[[routes]]: A request goes to the upstream of the route that matches its host most exactly (an exact
+    name, then the longest *.suffix, then "*"), and among those the longest path prefix."""
+    host: str = opt("*", '"*" (any), "exact.name", or "*.suffix" (suffix itself and every name under it).',
+                    route_host)
     path: str = opt("/", 'Path prefix, starting with "/".', route_path)
     upstream: str = req("Name of an [upstreams.NAME] table.", upstream_name)
 

@@ -1,0 +1,54 @@
+"""Print the Markdown config reference for the README, generated from fastproxy/config.py's tables.
+
+    python tools/gen_config_doc.py > /tmp/ref.md
+
+The README's "Configuration reference" section is this output verbatim (a test compares them), so a key,
+default or doc changes in one place: the dataclass field in config.py.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastproxy import config  # noqa: E402
+
+HEADERS = {"table": "[{name}]", "array": "[[{name}]]", "map": "[{name}.NAME]"}
+
+
+def toml_literal(value):
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value}`"
+
+
+def table_doc(header, cls):
+    summary = " ".join((cls.__doc__ or "").split(": ", 1)[-1].split())    # drop the "[table]: " prefix
+    lines = [f"### `{header}`", "", summary, "",
+             "| key | default | meaning |", "|---|---|---|"]
+    for f in config.toml_fields(cls):
+        default = "required" if f.metadata.get("required") else toml_literal(f.metadata["toml_default"])
+        doc = f.metadata["doc"].replace("|", "\\|")
+        lines.append(f"| `{f.name}` | {default} | {doc} |")
+    return lines
+
+
+def generate():
+    out = [
+        "Durations are seconds, or strings like `\"500ms\"`, `\"10s\"`, `\"2m\"`, `\"1h\"`. Sizes are bytes, or",
+        "strings like `\"16k\"`, `\"1m\"`. Unknown keys are errors; `fastproxy check -c FILE` reports them all.",
+        "",
+    ]
+    for name, (cls, kind) in config.SECTIONS.items():
+        out += table_doc(HEADERS[kind].format(name=name), cls) + [""]
+        if cls is config.Upstream:
+            out += table_doc(f"{HEADERS[kind].format(name=name)} servers = [{{ ... }}]", config.Server) + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(generate())
