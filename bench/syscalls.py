@@ -10,6 +10,7 @@ Scenario a (100 B over keep-alive, 1 worker) for each selected proxy, in two pas
    recv/send/writev/accept/connect as exact, and epoll_wait's as an upper bound.
 """
 
+import os
 import re
 import shutil
 import signal
@@ -69,11 +70,14 @@ def perf_stat(proc, url, seconds, outdir, wrk_cpus):
             "task-clock,context-switches,cpu-migrations,page-faults,cycles,instructions",
             "-p", ",".join(map(str, proc.tree())), "--"]
     argv += wrk.command(url, 1, 50, seconds, cpus=wrk_cpus)
+    before = proc.cpu_ticks()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    after = proc.cpu_ticks()
     if done.returncode != 0:
         raise RuntimeError(f"perf stat failed: {done.stderr}")
     res = wrk.parse(done.stdout)
-    counters = {}
+    # The user/system split, which perf's task-clock does not give.
+    counters = {"usr_ticks": after[0] - before[0], "sys_ticks": after[1] - before[1]}
     for line in out.read_text().splitlines():
         cols = line.split(",")
         if len(cols) > 2 and not line.startswith("#"):
@@ -126,8 +130,10 @@ def render(results, seconds):
         res, c = perf
         n = max(res.requests, 1)
         parts = [f"{res.rps:.0f} req/s"]
+        tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / n
+        parts.append(f"usr {c['usr_ticks'] * tick_us:.1f} + sys {c['sys_ticks'] * tick_us:.1f} us/req")
         try:
-            parts.append(f"CPU {float(c['task-clock']) * 1000 / n:.1f} us/req")
+            parts.append(f"task-clock {float(c['task-clock']) * 1000 / n:.1f} us/req")
             parts.append(f"{float(c['context-switches']) / n:.3f} ctx switches/req")
         except (KeyError, ValueError):
             pass
