@@ -5,7 +5,7 @@
     workers              -> 1, then 2              parametrises a test over the worker count
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
-workers' debug stats show no connection left open (a leak fails the test), sends TERM to the master and
+workers' debug stats show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
 asserts its whole process group is gone; then the backends are stopped by PID.
 helpers.running.free_port() gives a port nothing listens on (for listeners, and as a dead upstream).
 """
@@ -18,6 +18,14 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from helpers.running import RunningBackend, RunningProxy  # noqa: E402
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # keep each phase's report on the item, so fixtures can tell whether the test failed
+    report = yield
+    setattr(item, "report_" + report.when, report)
+    return report
 
 
 @pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
@@ -45,7 +53,7 @@ def backends(tmp_path):
 
 
 @pytest.fixture
-def proxy(tmp_path, backends):
+def proxy(request, tmp_path, backends):
     # depends on backends so that proxies stop before the backends behind them
     started = []
 
@@ -55,9 +63,14 @@ def proxy(tmp_path, backends):
         return p
 
     yield start
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        for p in started:
+            print(f"--- {p.log_path} (config {p.config_path})\n{p.log()[-4000:]}", file=sys.stderr)
     errors = []
     for p in started:
         try:
+            p.check_workers_alive()
             p.wait_quiescent()
         except AssertionError as e:
             errors.append(str(e))

@@ -204,6 +204,13 @@ class RunningProxy:
                 return False
 
         procs.wait_for(answers, timeout=15, message=f"the proxy to answer\n{self.log()}")
+        self.initial_workers = self.worker_pids()
+
+    def check_workers_alive(self):
+        """No worker died (and was respawned) since start-up: a crash is a bug whatever the client saw."""
+        now = self.worker_pids()
+        if now != self.initial_workers:
+            raise AssertionError(f"workers changed from {self.initial_workers} to {now}: one died\n{self.log()}")
 
     # -- what tests use -------------------------------------------------------------------------------
 
