@@ -178,9 +178,16 @@ class Master:
                 self.spawn_worker(slot)
 
     def spawn_worker(self, slot):
-        pid = os.fork()
-        if pid == 0:
-            Worker(self.config, self.slots, slot, self.pid, self.generation, close_fds=self.pipe).run()
+        # Signals stay blocked across fork until the child has its own handlers: a TERM sent to a worker
+        # that is still starting then waits for the worker's handler instead of hitting the master's.
+        signal.pthread_sigmask(signal.SIG_BLOCK, QUEUED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                Worker(self.config, self.slots, slot, self.pid, self.generation, close_fds=self.pipe,
+                       unblock=QUEUED_SIGNALS).run()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
         self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic())
         log(f"worker {slot} started (pid {pid})")
 

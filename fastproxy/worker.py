@@ -38,7 +38,7 @@ def make_wakeup_pipe():
 
 
 class Worker:
-    def __init__(self, config, slots, slot, master_pid, generation=0, close_fds=(), ready_fd=None):
+    def __init__(self, config, slots, slot, master_pid, generation=0, close_fds=(), ready_fd=None, unblock=()):
         self.config = config
         self.slots = slots              # every slot's listening fds; only slots[slot] is kept
         self.slot = slot
@@ -46,6 +46,7 @@ class Worker:
         self.generation = generation
         self.close_fds = close_fds      # master-only fds inherited through fork (its self-pipe)
         self.ready_fd = ready_fd        # issue 3: a byte is written here once the core is built
+        self.unblock = unblock          # signals the master blocked across fork, unblocked once handled here
         self.core = None
         self.stop_asked = None          # a stop that came before the core existed
 
@@ -73,8 +74,9 @@ class Worker:
         if os.getppid() != self.master_pid:
             return errors.EXIT_ORPHAN   # the master died before prctl took effect
         sockets.close_other_slots(self.slots, self.slot)
-        self.install_signals()
         wakeup_fd = make_wakeup_pipe()
+        self.install_signals()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.unblock)   # a pending TERM is handled now
         try:
             from fastproxy._core import Core
         except ImportError:
