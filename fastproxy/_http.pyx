@@ -912,8 +912,7 @@ cdef bint _is_token(const char *s, Py_ssize_t n) noexcept nogil:
 cdef Py_ssize_t write_request_head(const char *buf, const RequestHead *h, const ForwardInfo *fwd,
                                    char *out, Py_ssize_t cap) noexcept nogil:
     cdef Out o
-    cdef int j, f
-    cdef bint first
+    cdef int j
     cdef int skip = HF_HOP | HF_CONN_LISTED | HF_HOST | HF_XFF | HF_XF_PROTO | HF_XF_HOST
     o.p = out
     o.end = out + cap
@@ -956,7 +955,6 @@ cdef Py_ssize_t write_request_head(const char *buf, const RequestHead *h, const 
     if fwd.add_forwarded:
         # RFC 7239 4: a proxy appends its element to the list; IPv6 and host:port are quoted
         _put(&o, b"Forwarded: ", 11)
-        first = True
         for j in range(h.n_headers):
             if h.headers[j].flags & HF_FORWARDED and h.headers[j].value.len:
                 _span(&o, buf, h.headers[j].value)

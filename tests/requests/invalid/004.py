@@ -1,0 +1,3 @@
+"""bare CR inside a field value"""
+
+status = 400

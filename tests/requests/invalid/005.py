@@ -1,0 +1,3 @@
+"""bare CR ending the request line"""
+
+status = 400

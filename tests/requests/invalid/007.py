@@ -1,0 +1,3 @@
+"""whitespace before the first field line"""
+
+status = 400

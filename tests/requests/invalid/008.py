@@ -1,0 +1,3 @@
+"""space between field name and colon"""
+
+status = 400

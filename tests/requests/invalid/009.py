@@ -1,0 +1,3 @@
+"""tab between field name and colon"""
+
+status = 400

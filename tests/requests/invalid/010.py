@@ -1,0 +1,3 @@
+"""NUL in a field value"""
+
+status = 400

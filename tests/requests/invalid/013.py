@@ -1,0 +1,3 @@
+"""empty field name"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""field line without a colon"""
+
+status = 400

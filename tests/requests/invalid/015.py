@@ -1,0 +1,3 @@
+"""non-token byte in a field name"""
+
+status = 400

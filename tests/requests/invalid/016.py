@@ -1,0 +1,3 @@
+"""HTTP/1.1 without Host"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""two Host fields"""
+
+status = 400

@@ -1,0 +1,4 @@
+"""Host with userinfo"""
+
+status = 400
+h11_differs = 'host-syntax'

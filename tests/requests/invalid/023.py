@@ -1,0 +1,4 @@
+"""absolute-form with an empty authority"""
+
+status = 400
+h11_differs = 'target-form'

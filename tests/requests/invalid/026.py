@@ -1,0 +1,3 @@
+"""two different Content-Length fields"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""Content-Length with a plus sign"""
+
+status = 400

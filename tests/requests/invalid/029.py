@@ -1,0 +1,3 @@
+"""negative Content-Length"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""hexadecimal Content-Length"""
+
+status = 400

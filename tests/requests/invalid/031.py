@@ -1,0 +1,3 @@
+"""Content-Length with a space inside"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""empty Content-Length"""
+
+status = 400

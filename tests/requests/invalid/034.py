@@ -1,0 +1,3 @@
+"""Transfer-Encoding whose final coding is not chunked"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""Transfer-Encoding: xchunked"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""Transfer-Encoding: chunked, chunked"""
+
+status = 400

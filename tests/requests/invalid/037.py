@@ -1,0 +1,3 @@
+"""Transfer-Encoding with an empty list element"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""Transfer-Encoding: gzip, chunked (unsupported coding)"""
+
+status = 501

@@ -1,0 +1,3 @@
+"""Transfer-Encoding in two fields"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""Transfer-Encoding: chunked;param"""
+
+status = 400

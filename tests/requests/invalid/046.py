@@ -1,0 +1,3 @@
+"""lower-case http version"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""three-digit version"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""version without minor"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""space after the version"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""two spaces after the method"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""tab as a request-line separator"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""non-token byte in the method"""
+
+status = 400

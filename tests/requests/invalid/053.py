@@ -1,0 +1,3 @@
+"""non-ASCII byte in the target"""
+
+status = 400

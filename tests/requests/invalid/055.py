@@ -1,0 +1,4 @@
+"""asterisk-form with GET"""
+
+status = 400
+h11_differs = 'target-form'

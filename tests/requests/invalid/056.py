@@ -1,0 +1,4 @@
+"""relative target"""
+
+status = 400
+h11_differs = 'target-form'

@@ -1,0 +1,3 @@
+"""a lone LF before the request line"""
+
+status = 400

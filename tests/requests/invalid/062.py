@@ -1,0 +1,3 @@
+"""a CR without LF before the request line"""
+
+status = 400

@@ -1,0 +1,3 @@
+"""TLS handshake bytes"""
+
+status = 400

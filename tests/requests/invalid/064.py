@@ -1,0 +1,3 @@
+"""empty method"""
+
+status = 400

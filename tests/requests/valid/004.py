@@ -1,0 +1,3 @@
+"""chunked request body with a trailer"""
+
+request = {'body': 'chunked'}

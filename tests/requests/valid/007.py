@@ -1,0 +1,3 @@
+"""Connection: close on HTTP/1.1"""
+
+request = {'keep_alive': False}

@@ -1,0 +1,3 @@
+"""WebSocket upgrade"""
+
+request = {'keep_alive': True, 'upgrade': True}

@@ -1,0 +1,3 @@
+"""an empty field value"""
+
+request = {'headers': [(b'Host', b'a'), (b'X-Empty', b''), (b'X-Sp', b'')]}

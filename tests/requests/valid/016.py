@@ -1,0 +1,3 @@
+"""Transfer-Encoding with HTAB before an upper-case chunked"""
+
+request = {'body': 'chunked'}

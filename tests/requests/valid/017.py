@@ -1,0 +1,3 @@
+"""Connection names a hop-by-hop field"""
+
+request = {'keep_alive': True}

@@ -1,0 +1,3 @@
+"""extension method and a lower-case method are tokens"""
+
+request = {'method': b'PROPFIND'}

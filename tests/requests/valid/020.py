@@ -1,0 +1,3 @@
+"""method names are case-sensitive: get is an extension method"""
+
+request = {'method': b'get'}

@@ -1,0 +1,4 @@
+"""a head exactly max_head long"""
+
+limits = {'max_head': 37}
+request = {}

@@ -1,0 +1,3 @@
+"""Upgrade without Connection: upgrade is no upgrade"""
+
+request = {'upgrade': False}

@@ -1,0 +1,3 @@
+"""status below 100"""
+
+status = 502

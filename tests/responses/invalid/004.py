@@ -1,0 +1,3 @@
+"""two-digit status"""
+
+status = 502

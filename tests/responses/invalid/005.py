@@ -1,0 +1,4 @@
+"""bare LF"""
+
+status = 502
+h11_differs = 'bare-lf'

@@ -1,0 +1,4 @@
+"""obs-fold"""
+
+status = 502
+h11_differs = 'obs-fold'

@@ -1,0 +1,3 @@
+"""differing Content-Length"""
+
+status = 502

@@ -1,0 +1,3 @@
+"""Transfer-Encoding not ending in chunked"""
+
+status = 502

@@ -1,0 +1,3 @@
+"""space before the colon"""
+
+status = 502

@@ -1,0 +1,3 @@
+"""not HTTP at all"""
+
+status = 502

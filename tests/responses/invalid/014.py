@@ -1,0 +1,3 @@
+"""letters in the status"""
+
+status = 502

@@ -1,0 +1,3 @@
+"""bad Content-Length"""
+
+status = 502

@@ -1,0 +1,3 @@
+"""chunked response"""
+
+response = {'body': 'chunked'}

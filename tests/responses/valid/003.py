@@ -1,0 +1,3 @@
+"""close-delimited response"""
+
+response = {'body': 'close', 'keep_alive': False}

@@ -1,0 +1,3 @@
+"""204 has no body"""
+
+response = {'body': 'none', 'keep_alive': True, 'status': 204}

@@ -1,0 +1,3 @@
+"""304 has no body even with Content-Length"""
+
+response = {'body': 'none', 'status': 304}

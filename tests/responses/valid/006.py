@@ -1,0 +1,4 @@
+"""a response to HEAD has no body"""
+
+request_method = b'HEAD'
+response = {'body': 'none'}

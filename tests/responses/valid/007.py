@@ -1,0 +1,3 @@
+"""100 Continue"""
+
+response = {'body': 'none', 'status': 100}

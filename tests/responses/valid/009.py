@@ -1,0 +1,3 @@
+"""empty reason phrase after the SP"""
+
+response = {'reason': b''}

@@ -1,0 +1,3 @@
+"""Connection: close from the backend"""
+
+response = {'keep_alive': False}

@@ -1,0 +1,3 @@
+"""500 with a body"""
+
+response = {'status': 500}
