@@ -1,10 +1,12 @@
 """The command line (check, --version) and the demo backend, as real processes over real sockets."""
 
+import os
 import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,3 +149,44 @@ def test_demo_backend_stops_on_term(demo_backend):
     assert proc.wait(timeout=10) == 0
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=10).close()
+
+
+# --- fastproxy demo, end to end (needs the compiled core) --------------------------------------------
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_balances_over_three_backends_and_stops_everything():
+    from helpers.running import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fastproxy", "demo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        seen = []
+        while len(seen) < 3:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the demo never answered"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    _, fields, body, _ = exchange(sock, b"GET / HTTP/1.1\r\nHost: demo\r\n\r\n")
+                    seen.append(fields["X-Backend"])
+            except ConnectionRefusedError:
+                select.select([], [], [], 0.05)     # not listening yet: poll again
+        # one worker: its round robin visits each backend once per three requests
+        assert sorted(seen) == ["demo-1", "demo-2", "demo-3"]
+        os.killpg(proc.pid, signal.SIGINT)          # what Ctrl-C in a terminal does
+        out = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 0, out
+        assert "started demo-1 on 127.0.0.1:" in out and "fast shutdown (SIGINT)" in out
+        assert not group_alive(proc.pid), "a process of the demo outlived it"
+    finally:
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
