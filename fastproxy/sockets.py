@@ -35,11 +35,29 @@ def create_listener(listen):
     return sock.detach()
 
 
+def ensure_unused(listen):
+    """Raise OSError(EADDRINUSE) if another process already listens on this address.
+
+    Why: SO_REUSEPORT lets a second `fastproxy serve` bind the same port silently and steal half the
+    connections; a probe bind without SO_REUSEPORT fails if anyone listens there.
+    """
+    with socket.socket(listen.family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # TIME_WAIT leftovers are fine
+        if listen.family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((listen.host, listen.port))
+
+
 def create_slots(listens, nslots):
     """Listening fds per worker slot: slots[i] is a list with one fd per listen, in config order.
 
     On failure (address in use, permission) closes what it opened and raises OSError naming the address.
     """
+    for listen in listens:
+        try:
+            ensure_unused(listen)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot listen on {listen.address}: {e.strerror}") from None
     slots = []
     try:
         for _ in range(nslots):
