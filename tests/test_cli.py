@@ -76,6 +76,20 @@ def test_serve_refuses_a_bad_config_before_starting(tmp_path):
     assert r.stderr == f"{path}:8: [routes[0]] upstream: no upstream named 'gone'\n"
 
 
+def test_serve_refuses_an_address_another_process_listens_on(tmp_path):
+    # as a second fastproxy would: SO_REUSEPORT alone would let both bind and share the port silently
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        path = tmp_path / "proxy.toml"
+        path.write_text(GOOD.replace("8080", str(port)))
+        r = run_cli("serve", "-c", str(path))
+    assert r.returncode == 1
+    assert f"cannot start: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
 def test_usage_errors_exit_2():
     assert run_cli().returncode == 2
     assert run_cli("check").returncode == 2
