@@ -279,6 +279,7 @@ cdef class Upstream:
     cdef int server
     cdef bint rd_ready
     cdef bint wr_ready
+    cdef bint hup                # the backend closed its side: reading goes on until read() says 0
     cdef bint reused
     cdef Buffer rb
     cdef char *head              # the rewritten request head
@@ -296,6 +297,7 @@ cdef class Client:
     cdef int state
     cdef bint rd_ready
     cdef bint wr_ready
+    cdef bint hup                # the client closed its side (EPOLLRDHUP): an edge that never repeats
     cdef bint eof
     cdef Buffer rb
     cdef char *head              # the rewritten response head, or an error answer
@@ -392,7 +394,7 @@ cdef class Core:
         self.t_connect = t.upstream_connect
         self.t_read = t.upstream_read
         self.t_send = t.upstream_send
-        self.t_drain = getattr(config.server, "drain_timeout", 30.0)
+        self.t_drain = config.server.drain_timeout
         self.server_header = (config.server.server_header or "").encode("latin-1")
         self.add_forwarded = bool(config.server.forwarded)
         self._load_upstreams(config)
@@ -438,7 +440,7 @@ cdef class Core:
             if host == "*":
                 kind, text = 0, b""
             elif host.startswith("*."):
-                kind, text = 1, host[1:].encode("idna")
+                kind, text = 1, b"." + host[2:].encode("idna")
             else:
                 kind, text = 2, host.encode("idna")
             path = r.path.encode()
@@ -478,7 +480,8 @@ cdef class Core:
             ev.events = EPOLLIN
             ev.data.u64 = TAG_WAKEUP
             epoll_ctl(self.epfd, EPOLL_CTL_ADD, wakeup_fd, &ev)
-        self.loop(wakeup_fd)
+        if not self.stopping:
+            self.loop(wakeup_fd)
         self.write_stats(True)
 
     def stop(self, graceful=False):
@@ -539,6 +542,7 @@ cdef class Core:
 
     cdef void start_drain(self):
         cdef int fd
+        self.now = monotonic()
         self.draining = True
         self.drain_deadline = self.now + self.t_drain
         for fd in self.listen_fds:
@@ -660,6 +664,8 @@ cdef class Core:
             return
         if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
             c.rd_ready = 1
+            if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                c.hup = 1
         if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
             c.wr_ready = 1
         self.client_step(c)
@@ -687,6 +693,8 @@ cdef class Core:
             return
         if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
             u.rd_ready = 1
+            if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                u.hup = 1
         if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
             u.wr_ready = 1
         if u.state == US_IDLE:
@@ -736,7 +744,7 @@ cdef class Core:
                 if avail == 0:
                     c.deadline = self.now + self.t_client_header    # a head has begun
                 if n < c.rb.cap - c.rb.end:
-                    c.rd_ready = 0
+                    c.rd_ready = c.hup   # a short read drained it, unless the peer also closed
                 c.rb.end += n
             elif n == 0:
                 self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
@@ -1028,7 +1036,7 @@ cdef class Core:
         n = sock_read(c.fd, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
         if n > 0:
             if n < c.rb.cap - c.rb.end:
-                c.rd_ready = 0
+                c.rd_ready = c.hup
             c.rb.end += n
             c.deadline = self.now + self.t_client_body
             return 1
@@ -1088,6 +1096,9 @@ cdef class Core:
                             c.resp_state = RS_DONE
                     else:
                         take = outlen = avail
+                    if outlen == 0:           # only framing (a chunk-size line): nothing to send
+                        u.rb.start += take
+                        return 1
                     c.out.body_off = u.rb.start
                     c.out.body_len = outlen
                     c.out.body_consume = take
@@ -1108,7 +1119,7 @@ cdef class Core:
         n = sock_read(u.fd, u.rb.data + u.rb.end, u.rb.cap - u.rb.end)
         if n > 0:
             if n < u.rb.cap - u.rb.end:
-                u.rd_ready = 0
+                u.rd_ready = u.hup
             u.rb.end += n
             u.deadline = self.now + self.t_read
             return 1
@@ -1152,6 +1163,7 @@ cdef class Core:
             return -1
         c.dechunk = u.resp.body_kind == BODY_CHUNKED and c.req.version_minor == 0
         c.keep_alive = (c.req.keep_alive and c.req_done and not self.draining and not c.dechunk and
+                        self.t_keepalive > 0 and
                         u.resp.body_kind != BODY_CLOSE and status != 101)
         rw.server = self.server_header
         rw.server_len = len(self.server_header)
@@ -1232,9 +1244,9 @@ cdef class Core:
         cdef Upstream u = c.up
         cdef int a, b
         while c.state == CS_TUNNEL:
-            a = self.tunnel_direction(c.fd, &c.rb, &c.rd_ready, &c.tunnel_client_eof,
+            a = self.tunnel_direction(c.fd, &c.rb, &c.rd_ready, c.hup, &c.tunnel_client_eof,
                                       u.fd, &u.out, u.head, &u.wr_ready)
-            b = self.tunnel_direction(u.fd, &u.rb, &u.rd_ready, &c.up_eof,
+            b = self.tunnel_direction(u.fd, &u.rb, &u.rd_ready, u.hup, &c.up_eof,
                                       c.fd, &c.out, c.head, &c.wr_ready)
             if a < 0 or b < 0 or (c.tunnel_client_eof and c.up_eof and
                                   not out_pending(&u.out) and not out_pending(&c.out)):
@@ -1244,7 +1256,7 @@ cdef class Core:
             if a == 0 and b == 0:
                 return
 
-    cdef int tunnel_direction(self, int src, Buffer *rb, bint *rd_ready, bint *eof,
+    cdef int tunnel_direction(self, int src, Buffer *rb, bint *rd_ready, bint hup, bint *eof,
                               int dst, Outgoing *out, char *head, bint *wr_ready):
         cdef int r
         cdef Py_ssize_t n
@@ -1270,7 +1282,7 @@ cdef class Core:
         n = sock_read(src, rb.data, rb.cap)
         if n > 0:
             if n < rb.cap:
-                rd_ready[0] = 0
+                rd_ready[0] = hup
             rb.end = n
             return 1
         if n == 0:
@@ -1328,7 +1340,7 @@ cdef class Core:
             n = sock_read(c.fd, c.rb.data, c.rb.cap)
             if n > 0:
                 if n < c.rb.cap:
-                    c.rd_ready = 0
+                    c.rd_ready = c.hup
                 continue
             if n < 0 and errno == EAGAIN:
                 c.rd_ready = 0
