@@ -131,14 +131,27 @@ cdef inline bint memcmp_(const unsigned char *s, const char *lit, Py_ssize_t n) 
     return True
 
 
+cdef bint _ieq_underscore(const unsigned char *s, const char *lit, Py_ssize_t n) noexcept nogil:
+    # like _ieq, with '_' standing for '-': "Transfer_Encoding" is a distinct, valid name to us, but
+    # servers that map '_' to '-' (CGI-style environments) would take it as framing
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not ((s[i] | 0x20) == <unsigned char>lit[i] or (s[i] == b'_' and lit[i] == b'-')):
+            return False
+    return True
+
+
 cdef int _name_flags(const unsigned char *s, Py_ssize_t n) noexcept nogil:
-    # known field names: compare the length first, then case-insensitively
+    # known field names: compare the length first, then case-insensitively. -1: a name that must be
+    # refused (a framing field spelt with underscores, RFC 9112 11.2 smuggling)
     if n == 4:
         if _ieq(s, b"host", 4):
             return HF_HOST
     elif n == 14:
         if _ieq(s, b"content-length", 14):
             return HF_CONTENT_LENGTH
+        if _ieq_underscore(s, b"content-length", 14):
+            return -1
     elif n == 10:
         if _ieq(s, b"connection", 10):
             return HF_HOP | HF_CONNECTION
@@ -147,6 +160,8 @@ cdef int _name_flags(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     elif n == 17:
         if _ieq(s, b"transfer-encoding", 17):
             return HF_HOP | HF_TRANSFER_ENCODING
+        if _ieq_underscore(s, b"transfer-encoding", 17):
+            return -1
         if _ieq(s, b"x-forwarded-proto", 17):
             return HF_XF_PROTO
     elif n == 15:
@@ -386,6 +401,9 @@ cdef Py_ssize_t _parse_fields(const unsigned char *b, Py_ssize_t p, Py_ssize_t l
         headers[nh].value.off = vs
         headers[nh].value.len = ve - vs
         headers[nh].flags = _name_flags(b + start, headers[nh].name.len)
+        if headers[nh].flags < 0:
+            err[0] = 400
+            return -1
         nh += 1
         p = le + 1
 

@@ -58,6 +58,9 @@ DIFFERENCES = {
     "limits": "Configured limits: 414 for a long target (RFC 9112 3), 431 for a large head or too many "
     "fields (RFC 6585 5). h11 only limits its receive buffer.",
     "status-range": "RFC 9110 15: status codes are 100-599; h11 takes any three digits.",
+    "underscore-framing": "Transfer_Encoding and Content_Length are valid names of unknown fields, but "
+    "servers that map '_' to '-' (CGI-style) read them as framing: a desync (RFC 9112 11.2). We refuse "
+    "them; h11 passes them as ordinary fields.",
     "http10-keep-alive": "RFC 9112 9.3: an HTTP/1.0 message with the keep-alive connection option is "
     "persistent (RFC 7230 A.1.2); nginx and HAProxy honour it. h11 never keeps 1.0 alive.",
 }
@@ -131,7 +134,7 @@ def check_incremental(parse, data, how):
             assert r["error"] is None
             continue
         if r["consumed"] < 0 and r["error"] == whole["error"]:
-            answered = True     # an error may show before the whole input: it must be the same one
+            answered = True  # an error may show before the whole input: it must be the same one
             continue
         assert r == whole, (how, cut)
         answered = True
@@ -160,7 +163,7 @@ def h11_response(data, method=b"GET"):
     conn = h11.Connection(our_role=h11.CLIENT)
     headers = [("Host", "example.com")]
     if data.startswith(b"HTTP/1.1 101"):
-        headers += [("Connection", "upgrade"), ("Upgrade", "websocket")]   # h11 wants a proposal
+        headers += [("Connection", "upgrade"), ("Upgrade", "websocket")]  # h11 wants a proposal
     conn.send(h11.Request(method=method, target="/", headers=headers))
     conn.send(h11.EndOfMessage())
     conn.receive_data(data)
@@ -169,7 +172,7 @@ def h11_response(data, method=b"GET"):
     except h11.RemoteProtocolError:
         return None
     if event is h11.NEED_DATA:
-        return None     # not a head h11 can finish: as good as refused
+        return None  # not a head h11 can finish: as good as refused
     return event, conn
 
 
@@ -224,7 +227,7 @@ def assert_request_matches_h11(ours, data):
 
 def assert_keep_alive(ours, event, h11_keep_alive):
     if event.http_version == b"1.0" and ours["keep_alive"]:
-        assert not h11_keep_alive    # DIFFERENCES["http10-keep-alive"]
+        assert not h11_keep_alive  # DIFFERENCES["http10-keep-alive"]
         assert b"keep-alive" in b",".join(v.lower() for n, v in event.headers if n == b"connection")
     else:
         assert ours["keep_alive"] == h11_keep_alive
@@ -336,7 +339,7 @@ def test_header_flags():
         b"Proxy-Authorization: x\r\nTrailer: X\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n"
     )
     assert r["error"] is None
-    assert flags_of(r, b"host") == F["host"]     # never dropped by being named in Connection
+    assert flags_of(r, b"host") == F["host"]  # never dropped by being named in Connection
     assert flags_of(r, b"content-length") == F["content_length"]
     assert flags_of(r, b"connection") == F["hop"] | F["connection"]
     assert flags_of(r, b"x-hop") == F["conn_listed"]
@@ -350,14 +353,18 @@ def test_header_flags():
     assert flags_of(r, b"proxy-authorization") == F["hop"]
     assert flags_of(r, b"trailer") == F["hop"]
     assert flags_of(r, b"expect") == F["expect"]
-    s = _http.parse_response(b"HTTP/1.1 200 OK\r\nSERVER: x\r\nProxy-Authenticate: y\r\nContent-Length: 0\r\n\r\n")
+    s = _http.parse_response(
+        b"HTTP/1.1 200 OK\r\nSERVER: x\r\nProxy-Authenticate: y\r\nContent-Length: 0\r\n\r\n"
+    )
     assert flags_of(s, b"server") == F["server"]
     assert flags_of(s, b"proxy-authenticate") == F["hop"]
 
 
 def test_method_codes():
-    codes = [_http.method_code(m) for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS",
-                                           b"PATCH", b"TRACE", b"CONNECT")]
+    codes = [
+        _http.method_code(m)
+        for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"CONNECT")
+    ]
     assert codes == list(range(1, 10))
     assert _http.method_code(b"get") == 0 and _http.method_code(b"PROPFIND") == 0
 
@@ -397,17 +404,18 @@ field_names = tokens.filter(lambda n: n.lower() not in SPECIAL)
 vchar = st.integers(0x21, 0x7E) | st.integers(0x80, 0xFF)
 field_words = st.lists(vchar, min_size=1, max_size=10).map(bytes)
 field_values = st.builds(
-    lambda words, seps, lead, trail: lead + b"".join(w + s for w, s in zip(words, seps, strict=False)).rstrip(b" \t")
-    + trail,
+    lambda words, seps, lead, trail: (
+        lead + b"".join(w + s for w, s in zip(words, seps, strict=False)).rstrip(b" \t") + trail
+    ),
     st.lists(field_words, max_size=4),
     st.lists(st.sampled_from([b" ", b"\t", b"  "]), min_size=4, max_size=4),
     st.sampled_from([b"", b" ", b"\t"]),
     st.sampled_from([b"", b" ", b" \t"]),
 )
 targets = st.text(alphabet="".join(map(chr, range(0x21, 0x7F))), max_size=30).map(lambda t: b"/" + t.encode())
-methods = st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD"]) | tokens.filter(
-    lambda m: m != b"CONNECT"
-)
+methods = st.sampled_from(
+    [b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD"]
+) | tokens.filter(lambda m: m != b"CONNECT")
 
 
 @st.composite
@@ -417,7 +425,9 @@ def requests(draw):
     fields = [(draw(field_names), draw(field_values)) for _ in range(draw(st.integers(0, 6)))]
     if version == b"1.1" or draw(st.booleans()):
         host = draw(st.sampled_from([b"example.com", b"a.b:8080", b"[::1]", b"127.0.0.1:1"]))
-        fields.insert(draw(st.integers(0, len(fields))), (draw(st.sampled_from([b"Host", b"host", b"HOST"])), host))
+        fields.insert(
+            draw(st.integers(0, len(fields))), (draw(st.sampled_from([b"Host", b"host", b"HOST"])), host)
+        )
     body = draw(st.binary(max_size=40))
     framing = draw(st.sampled_from(["none", "length"] + (["chunked"] if version == b"1.1" else [])))
     wire = b""
@@ -446,7 +456,7 @@ def test_generated_requests_parse_like_h11(generated):
     assert ours["error"] is None, ours
     assert_request_matches_h11(ours, data)
     assert ours["body"] == framing
-    rest = data[ours["consumed"]:]
+    rest = data[ours["consumed"] :]
     if framing == "chunked":
         payload, consumed, done = _http.dechunk(rest)
         assert (payload, consumed, done) == (body, len(rest), True)
@@ -455,16 +465,18 @@ def test_generated_requests_parse_like_h11(generated):
 
 
 @settings(max_examples=300, deadline=None)
-@given(requests(), st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["replace", "insert", "delete"]))
+@given(
+    requests(), st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["replace", "insert", "delete"])
+)
 def test_mutated_requests_we_accept_h11_accepts_the_same(generated, where, byte, how):
     data = generated[0]
     i = where % len(data)
     if how == "replace":
-        data = data[:i] + bytes([byte]) + data[i + 1:]
+        data = data[:i] + bytes([byte]) + data[i + 1 :]
     elif how == "insert":
         data = data[:i] + bytes([byte]) + data[i:]
     else:
-        data = data[:i] + data[i + 1:]
+        data = data[:i] + data[i + 1 :]
     ours = _http.parse_request(data)
     if ours["consumed"] > 0 and not data.startswith(b"\r\n"):
         assert_request_matches_h11(ours, data[: ours["consumed"]])
@@ -482,9 +494,35 @@ def test_random_bytes_never_crash(data):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from([b"GET", b" ", b"/", b"HTTP/1.1", b"\r\n", b"\n", b"\r", b"Host", b":",
-                                 b"a", b"Content-Length", b"Transfer-Encoding", b"chunked", b"0", b"\x00",
-                                 b"\t", b",", b"HTTP/1.0", b"Connection", b"close"]), max_size=40))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"GET",
+                b" ",
+                b"/",
+                b"HTTP/1.1",
+                b"\r\n",
+                b"\n",
+                b"\r",
+                b"Host",
+                b":",
+                b"a",
+                b"Content-Length",
+                b"Transfer-Encoding",
+                b"chunked",
+                b"0",
+                b"\x00",
+                b"\t",
+                b",",
+                b"HTTP/1.0",
+                b"Connection",
+                b"close",
+            ]
+        ),
+        max_size=40,
+    )
+)
 def test_http_shaped_noise_is_answered_like_h11_or_refused(parts):
     data = b"".join(parts)
     ours = _http.parse_request(data)

@@ -1,4 +1,4 @@
-"""absolute-form with a query but no path"""
+"""Transfer-Encoding spelt with an underscore"""
 
 status = 400
-h11_differs = 'target-form'
+h11_differs = 'underscore-framing'
