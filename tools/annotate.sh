@@ -1,0 +1,18 @@
+#!/bin/sh
+# Writes cython -a annotations of the hot modules to build/annotate/*.html (yellow lines touch Python).
+# The per-request functions (parsers, writers, the epoll loop's handlers) should show none.
+# Usage: tools/annotate.sh [module.pyx ...]   (default: fastproxy/_http.pyx fastproxy/_core.pyx)
+set -eu
+cd "$(dirname "$0")/.."
+out=build/annotate
+mkdir -p "$out"
+[ "$#" -gt 0 ] || set -- fastproxy/_http.pyx fastproxy/_core.pyx
+for pyx in "$@"; do
+    [ -f "$pyx" ] || { echo "skip $pyx (missing)"; continue; }
+    name=$(basename "$pyx" .pyx)
+    # same directives as setup.py; -I . so cimports of fastproxy.* resolve
+    cython -3 -a -I . \
+        -X boundscheck=False -X wraparound=False -X cdivision=True -X initializedcheck=False \
+        -o "$out/$name.c" "$pyx"
+    echo "$out/$name.html"
+done
