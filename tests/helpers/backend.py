@@ -262,8 +262,8 @@ class Handler:
 def serve_connection(sock, name, recorder):
     try:
         Handler(sock, name, recorder).serve()
-    except OSError:
-        pass
+    except (OSError, ConnectionClosed, ValueError):
+        pass  # the peer went away mid-request (a proxy aborting a bad request does that)
     finally:
         try:
             sock.close()

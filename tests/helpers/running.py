@@ -74,19 +74,32 @@ class RunningBackend:
 
     def received(self):
         """Raw bytes received, one bytes object per accepted connection, in accept order."""
+        return [data for data, _ in self._connections()]
+
+    def _connections(self):
         out = []
         for name in self._raw_files()[self.baseline :]:
-            with open(os.path.join(self.dir, name), "rb") as f:
-                out.append(f.read())
+            path = os.path.join(self.dir, name)
+            with open(path, "rb") as f:
+                data = f.read()
+            out.append((data, os.path.exists(path[: -len(".raw")] + ".closed")))
         return out
 
-    def requests(self):
-        """What the backend received, parsed by h11 (the reference parser), per connection.
+    def messages(self):
+        """Per connection, what h11 (the reference parser) makes of the bytes received: a Received.
 
-        Each connection gives a list of (h11.Request, body bytes, trailers); an AssertionError names any
-        connection whose bytes are not a sequence of well-framed requests.
+        Any byte that is not part of a well-framed request fails with an AssertionError; a request cut
+        short by the end of the bytes is reported in Received.partial (see requests() for the strict view).
         """
-        return [parse_requests(data) for data in self.received()]
+        return [parse_requests(data, closed) for data, closed in self._connections()]
+
+    def requests(self):
+        """Per connection, the list of (h11.Request, body, trailers) received; every request complete."""
+        out = []
+        for rec in self.messages():
+            assert rec.partial is None, f"backend received an incomplete request: {rec.data[:600]!r}"
+            out.append(rec.requests)
+        return out
 
     def all_requests(self):
         return [r for conn in self.requests() for r in conn]
@@ -101,15 +114,25 @@ class RunningBackend:
         self.proc.stdout.close()
 
 
-def parse_requests(data):
+class Received:
+    """The requests found in one backend connection's bytes."""
+
+    def __init__(self, data, closed):
+        self.data = data
+        self.closed = closed  # the connection has been closed
+        self.requests = []  # complete requests: (h11.Request, body bytes, trailer fields)
+        self.partial = None  # a request cut short at the end of the bytes: its h11.Request, or the
+        # raw bytes of an incomplete head
+
+
+def parse_requests(data, closed=False):
     """Parse raw request bytes with h11 as a server would; every byte must belong to a clean request.
 
-    Tunnelled bytes after a successful Upgrade are not HTTP: parsing stops at the upgrade request.
+    Tunnelled bytes after an Upgrade request are not HTTP: parsing stops there.
     """
+    out = Received(data, closed)
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(data)
-    conn.receive_data(b"")
-    out = []
     current = None
     body = bytearray()
     while True:
@@ -118,23 +141,25 @@ def parse_requests(data):
         except h11.RemoteProtocolError as e:
             raise AssertionError(f"backend received malformed bytes ({e}): {data[:600]!r}") from None
         if event is h11.NEED_DATA:
-            raise AssertionError(f"backend received an incomplete request: {data[:600]!r}")
+            if conn.their_state is h11.SEND_BODY:
+                out.partial = current
+            elif conn.trailing_data[0]:
+                out.partial = conn.trailing_data[0]
+            return out
         if isinstance(event, h11.Request):
             current, body = event, bytearray()
             if event.method == b"CONNECT" or any(n == b"upgrade" for n, _ in event.headers):
-                out.append((current, b"", []))
+                out.requests.append((current, b"", []))
                 return out
         elif isinstance(event, h11.Data):
             body += event.data
         elif isinstance(event, h11.EndOfMessage):
-            out.append((current, bytes(body), list(event.headers)))
+            out.requests.append((current, bytes(body), list(event.headers)))
             # answer in h11's eyes so it moves on to the next pipelined request
             conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
             conn.send(h11.EndOfMessage())
             conn.start_next_cycle()
-        elif isinstance(event, h11.ConnectionClosed):
-            return out
-        elif event is h11.PAUSED:
+        else:  # PAUSED (after a CONNECT/upgrade) or ConnectionClosed
             return out
 
 
@@ -210,7 +235,9 @@ class RunningProxy:
         """No worker died (and was respawned) since start-up: a crash is a bug whatever the client saw."""
         now = self.worker_pids()
         if now != self.initial_workers:
-            raise AssertionError(f"workers changed from {self.initial_workers} to {now}: one died\n{self.log()}")
+            raise AssertionError(
+                f"workers changed from {self.initial_workers} to {now}: one died\n{self.log()}"
+            )
 
     # -- what tests use -------------------------------------------------------------------------------
 

@@ -4,11 +4,17 @@ Every case is either refused (4xx/501/505, connection closed, nothing of it reac
 forwarded as exactly one clean request per client request: the bytes the backend recorded are parsed by
 h11, must hold nothing but well-framed requests, and must carry the method, target and body a correct
 proxy would send.
+
+A streaming proxy sends a request's head before it has seen the body, so a body whose framing turns out
+bad (a chunk-size trick) can only be refused after its head went out: then the backend may have received
+a clean prefix of that one request, and the proxy must have closed that upstream connection, so the
+backend can never complete it or read anything after it.
 """
 
 import os
 import sys
 
+import h11
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -45,10 +51,19 @@ def test_smuggling_case(case, proxy, backends):
         )
         assert r.status == 200 and r.header("x-backend") == b"b0", r.raw[:300]
         forwarded.append(expect[1:])
+    refused = len(forwarded) < len(case.expect)
     settle(p, [b])
-    received = b.all_requests()  # h11-parsed; any malformed or leftover byte fails here
+    conns = b.messages()  # h11-parsed; any malformed byte fails here
+    received = [r for rec in conns for r in rec.requests]
     got = [(req.method, req.target, body) for req, body, _ in received]
     assert got == forwarded
+    partial = [rec for rec in conns if rec.partial is not None]
+    if partial:
+        assert refused and len(partial) == 1, (
+            f"incomplete requests at the backend: {[r.data for r in partial]}"
+        )
+        assert partial[0].closed, "a refused request's upstream connection was left open"
+        assert isinstance(partial[0].partial, h11.Request), partial[0].partial
     for req, _, _ in received:
         assert len(fields(req, "host")) == 1
         assert not (fields(req, "content-length") and fields(req, "transfer-encoding"))
