@@ -529,3 +529,29 @@ def test_http_shaped_noise_is_answered_like_h11_or_refused(parts):
     assert ours["consumed"] >= 0 or ours["error"] in {400, 414, 417, 431, 501, 505}
     if ours["consumed"] > 0 and not data.startswith(b"\r\n"):
         assert_request_matches_h11(ours, data[: ours["consumed"]])
+
+
+FIELD_BYTES = {9} | set(range(0x20, 0x7F)) | set(range(0x80, 0x100))
+
+
+@pytest.mark.parametrize("pos", range(0, 18))
+def test_every_byte_at_every_position_of_a_value(pos):
+    # the value scan reads eight bytes at a time: check each byte in each lane
+    for byte in range(256):
+        value = bytearray(b"abcdefghijklmnopqr")
+        value[pos] = byte
+        data = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + bytes(value) + b"\r\n\r\n"
+        r = _http.parse_request(data)
+        if byte in FIELD_BYTES:
+            assert r["error"] is None, byte
+        else:
+            assert r["error"] == 400, byte
+
+
+@pytest.mark.parametrize("pos", range(1, 18))
+def test_every_byte_at_every_position_of_a_target(pos):
+    for byte in range(256):
+        target = bytearray(b"/abcdefghijklmnopq")
+        target[pos] = byte
+        r = _http.parse_request(b"GET " + bytes(target) + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (r["error"] is None) == (0x21 <= byte <= 0x7E), byte

@@ -202,3 +202,27 @@ def test_upgrade_becomes_a_tunnel(proxy, backends, workers):
     assert fields(req, "upgrade") == [b"websocket"]
     assert any(v.lower() == b"upgrade" for v in fields(req, "connection"))
     settle(p, [b])
+
+
+def test_non_idempotent_request_not_replayed(proxy, backends, workers):
+    p, (b,) = start(proxy, backends, workers)
+    c = p.client()
+    assert c.get("/drop-next").status == 200
+    # the backend reads this whole POST, then closes without answering: the proxy cannot know whether it
+    # acted on it, so it must not send it again (RFC 9110 section 9.2.2) -- the client gets an error
+    r = c.get("/once", method=b"POST", body=b"pay 100")
+    assert r.status == 502
+    posts = [req for req, _, _ in b.all_requests() if req.method == b"POST"]
+    assert len(posts) == 1
+
+
+def test_client_abort_mid_download_closes_upstream(proxy, backends, workers):
+    p, (b,) = start(proxy, backends, workers)
+    c = p.client()
+    c.send(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    c.reader.read_exact(1 << 20)
+    c.close()
+    # the rest of the gigabyte is not wanted: the proxy drops the upstream connection (the fixture also
+    # checks that no connection is left open)
+    wait_closed_backend_side(b)
+    settle(p, [b])

@@ -181,6 +181,7 @@ class RunningProxy:
             f.write(config_text)
         self.log_path = os.path.join(workdir, "proxy.log")
         self.clients = []
+        self.connections_made = 0  # client connections opened to the proxy (the readiness probes too)
         env = dict(
             os.environ,
             FASTPROXY_STATS_DIR=self.stats_dir,
@@ -222,6 +223,7 @@ class RunningProxy:
             self._alive_or_fail()
             try:
                 with Client(self.port, timeout=2) as c:
+                    self.connections_made += 1
                     c.send(b"GET / HTTP/1.1\r\n\r\n")
                     c.read_until_close()
                 return True
@@ -245,6 +247,7 @@ class RunningProxy:
         """A new raw client connection; the fixture closes it at teardown."""
         c = Client(self.port, timeout=timeout)
         self.clients.append(c)
+        self.connections_made += 1
         return c
 
     def worker_pids(self):
@@ -272,14 +275,23 @@ class RunningProxy:
         return sum(s.get(key, 0) for s in self.stats().values())
 
     def quiescent(self):
-        """Every worker reports no open client connection and no upstream connection mid-request."""
+        """Every worker reports no open client connection and no upstream connection mid-request.
+
+        The stats files are rewritten within ~100 ms of a change: a snapshot counts only once it has seen
+        every connection the test made (so an old one cannot hide a leak).
+        """
         stats = self.stats()
         if len(stats) != len(self.worker_pids()):
+            return False
+        if sum(s.get("client_total", 0) for s in stats.values()) < self.connections_made:
             return False
         return all(
             s.get("client_open") == 0 and s.get("upstream_open") == s.get("upstream_idle")
             for s in stats.values()
         )
+
+    def running(self):
+        return self.proc.poll() is None
 
     def wait_quiescent(self, timeout=10.0):
         for c in self.clients:
