@@ -38,9 +38,9 @@ cdef enum BodyKind:
 
 # bits in HeaderField.flags, set by the parser so the rewriters need no second look at names
 cdef enum HeaderFlag:
-    HF_HOP = 1                    # hop-by-hop by RFC 9110 7.6.1 (Connection, Keep-Alive,
-                                  # Proxy-Connection, TE, Transfer-Encoding, Upgrade, Trailer,
-                                  # Proxy-Authenticate, Proxy-Authorization)
+    # hop-by-hop by RFC 9110 7.6.1 (Connection, Keep-Alive, Proxy-Connection, TE, Transfer-Encoding,
+    # Upgrade, Trailer, Proxy-Authenticate, Proxy-Authorization)
+    HF_HOP = 1
     HF_CONN_LISTED = 2            # named in a Connection header: also hop-by-hop
     HF_HOST = 4
     HF_CONTENT_LENGTH = 8
@@ -74,8 +74,9 @@ cdef struct RequestHead:
     Span method_span
     int target_form               # TargetForm
     Span target                   # as received
-    Span path                     # origin-form path and query (for absolute-form: the part after the
-                                  # authority, "/" if empty) -- what is sent to the backend
+    # origin-form path and query (for absolute-form: the part after the authority, "/" if empty)
+    # -- what is sent to the backend
+    Span path
     Span host                     # authority from an absolute-form target, else the Host field value
     int version_minor             # HTTP/1.<minor>: 0 or 1
     int n_headers
@@ -88,7 +89,7 @@ cdef struct RequestHead:
 
 cdef struct ResponseHead:
     int err_status                # 502 when the parser returns -1
-    int status                    # 100..999
+    int status                    # 100..599 (anything else is refused with 502)
     Span reason
     int version_minor
     int n_headers

@@ -14,9 +14,29 @@ from libc.string cimport memchr, memcpy, memmove
 
 cdef extern from *:
     """
+    #include <stdint.h>
+    #include <string.h>
     #define FP_LLONG_MAX 9223372036854775807LL
+    #define FP_ONES 0x0101010101010101ULL
+    #define FP_HIGHS 0x8080808080808080ULL
+    /* Eight bytes at a time (SWAR): exact "is there a byte < n" / "a byte > n" tests, n <= 127. */
+    static inline int fp_field_word(const unsigned char *p) {
+        /* 1 when all 8 bytes are SP..~ or obs-text: no control byte (HTAB too takes the slow path), no DEL */
+        uint64_t w, x;
+        memcpy(&w, p, 8);
+        x = w ^ (FP_ONES * 0x7F);
+        return (((w - FP_ONES * 0x20) & ~w) | ((x - FP_ONES) & ~x)) & FP_HIGHS ? 0 : 1;
+    }
+    static inline int fp_vchar_word(const unsigned char *p) {
+        /* 1 when all 8 bytes are visible ASCII 0x21..0x7E */
+        uint64_t w;
+        memcpy(&w, p, 8);
+        return ((((w - FP_ONES * 0x21) & ~w) | ((w + FP_ONES) | w)) & FP_HIGHS) ? 0 : 1;
+    }
     """
     long long FP_LLONG_MAX
+    bint fp_field_word(const unsigned char *p) noexcept nogil
+    bint fp_vchar_word(const unsigned char *p) noexcept nogil
 
 # ---- byte classes (one 256-entry table, filled once at import) -------------------------------------
 
@@ -334,8 +354,7 @@ cdef Py_ssize_t _parse_fields(const unsigned char *b, Py_ssize_t p, Py_ssize_t l
                               int *err) noexcept nogil:
     # Parses field lines from p through the empty line. Returns the offset after it, 0 when more bytes
     # are needed, -1 with *err = 400 (syntax) or 431 (too many fields).
-    cdef const unsigned char *lf
-    cdef Py_ssize_t start, le, vs, ve, i
+    cdef Py_ssize_t start, le, vs, ve
     cdef int nh = 0
     cdef unsigned char c
     if max_headers > MAX_HEADERS_HARD:
@@ -374,28 +393,28 @@ cdef Py_ssize_t _parse_fields(const unsigned char *b, Py_ssize_t p, Py_ssize_t l
         headers[nh].name.off = start
         headers[nh].name.len = p - start
         p += 1
-        lf = <const unsigned char *>memchr(b + p, LF, lim - p)
-        if lf == NULL:
-            # early refusal of what is already visibly wrong keeps a slow bad client from holding on
-            i = p
-            while i < lim:
-                if not CLS[b[i]] & C_FIELD and not (b[i] == CR and i + 1 == lim):
-                    err[0] = 400
-                    return -1
-                i += 1
-            return 0
-        le = lf - b
-        if le == p or b[le - 1] != CR:
-            err[0] = 400        # bare LF
-            return -1
-        ve = le - 1
-        while p < ve and _is_ows(b[p]):
+        while p < lim and _is_ows(b[p]):
             p += 1
         vs = p
-        for i in range(vs, ve):
-            if not CLS[b[i]] & C_FIELD:
-                err[0] = 400    # NUL, bare CR, other controls, DEL (RFC 9110 5.5)
+        # one pass: field bytes up to the first byte that is not one; it must be the CR of CRLF
+        # (a NUL, a bare LF or CR, another control byte or DEL is refused, RFC 9110 5.5)
+        while p < lim:
+            if p + 8 <= lim and fp_field_word(b + p):
+                p += 8
+            elif CLS[b[p]] & C_FIELD:
+                p += 1
+            else:
+                break
+        if p + 1 >= lim:
+            if p < lim and b[p] != CR:
+                err[0] = 400
                 return -1
+            return 0
+        if b[p] != CR or b[p + 1] != LF:
+            err[0] = 400
+            return -1
+        ve = p
+        le = p + 1
         while ve > vs and _is_ows(b[ve - 1]):
             ve -= 1
         headers[nh].value.off = vs
@@ -499,6 +518,8 @@ cdef Py_ssize_t parse_request_head(const char *buf, Py_ssize_t n, RequestHead *o
     end = lim
     if limits.max_target < lim - start:
         end = start + limits.max_target + 1
+    while p + 8 <= end and fp_vchar_word(b + p):
+        p += 8
     while p < end and CLS[b[p]] & C_VCHAR:
         p += 1
     tlen = p - start
