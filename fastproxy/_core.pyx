@@ -469,7 +469,7 @@ cdef class Core:
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             raise OSError(errno, "epoll_create1")
-        for fd in self.listen_fds:
+        for fd in (self.listen_fds if not self.draining else []):
             # Accept only once the request has come: the first read then finds it (one call fewer).
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_seconds, sizeof(defer_seconds))
             ev.events = EPOLLIN
@@ -974,13 +974,44 @@ cdef class Core:
             if a == 0 and b == 0:
                 break
 
+    cdef int frame_request_body(self, Client c, Upstream u):
+        """Hand the request body bytes already read to the backend's outgoing queue (after its head).
+
+        1 some attached, 0 none available, -1 the body is bad (answered).
+        """
+        cdef Py_ssize_t avail = c.rb.end - c.fwd, take, outlen
+        if c.req_done or avail <= 0 or u.out.body_len > 0 or u.out.body_consume > 0:
+            return 0
+        if c.req.body_kind == BODY_LENGTH:
+            take = avail if avail < c.req_left else c.req_left
+            c.req_left -= take
+            c.req_done = c.req_left == 0
+            outlen = take
+        else:
+            take = chunked_feed(&c.req_chunk, c.rb.data + c.fwd, avail, 0, &outlen)
+            if take < 0:
+                self.client_request_error(c, 400)
+                return -1
+            c.req_done = c.req_chunk.done
+            c.req_body_seen += take
+            if self.max_body and c.req_body_seen > self.max_body + 64:
+                self.client_request_error(c, 413)
+                return -1
+        u.out.body_off = c.fwd
+        u.out.body_len = outlen
+        u.out.body_consume = take
+        c.deadline = 0
+        return 1
+
     cdef int step_request(self, Client c):
         """Client -> backend. 1 progress, 0 nothing to do now, -1 the exchange changed state."""
         cdef Upstream u = c.up
-        cdef Py_ssize_t avail, take, outlen, n, shift
+        cdef Py_ssize_t n, shift
         cdef int r
         if u is None or u.state != US_ACTIVE:
             return 0
+        if self.frame_request_body(c, u) < 0:
+            return -1
         if out_pending(&u.out):
             r = flush_out(u.fd, &u.out, u.head, c.rb.data, &u.wr_ready)
             if r < 0:
@@ -996,28 +1027,6 @@ cdef class Core:
             return 1
         if c.req_done:
             return 0
-        avail = c.rb.end - c.fwd
-        if avail > 0:
-            if c.req.body_kind == BODY_LENGTH:
-                take = avail if avail < c.req_left else c.req_left
-                c.req_left -= take
-                c.req_done = c.req_left == 0
-                outlen = take
-            else:
-                take = chunked_feed(&c.req_chunk, c.rb.data + c.fwd, avail, 0, &outlen)
-                if take < 0:
-                    self.client_request_error(c, 400)
-                    return -1
-                c.req_done = c.req_chunk.done
-                c.req_body_seen += take
-                if self.max_body and c.req_body_seen > self.max_body + 64:
-                    self.client_request_error(c, 413)
-                    return -1
-            u.out.body_off = c.fwd
-            u.out.body_len = outlen
-            u.out.body_consume = take
-            c.deadline = 0
-            return 1
         # need more request body from the client
         if not c.rd_ready:
             if c.deadline == 0:
@@ -1047,13 +1056,68 @@ cdef class Core:
             c.rd_ready = 0
         return 0
 
+    cdef int frame_response(self, Client c, Upstream u):
+        """Turn response bytes already read into output for the client: a rewritten head, then body.
+
+        1 output queued or bytes consumed, 0 nothing to do until more is read, -1 exchange changed.
+        """
+        cdef Py_ssize_t avail, take, outlen, n
+        cdef int progress = 0
+        if c.resp_state == RS_WAIT_HEAD:
+            avail = u.rb.end - u.rb.start
+            if avail == 0:
+                return 0
+            n = parse_response_head(u.rb.data + u.rb.start, avail, &u.resp, c.req.method, &self.limits)
+            if n < 0:
+                self.upstream_failed(c, F_BAD_RESPONSE)
+                return -1
+            if n == 0:
+                return 0
+            if self.start_response(c, u, n) < 0:
+                return -1
+            if c.resp_state != RS_BODY:
+                return 1                  # an interim response, or one without a body
+            progress = 1
+        while c.resp_state == RS_BODY and c.out.body_len == 0:
+            avail = u.rb.end - u.rb.start
+            if avail == 0:
+                break
+            if u.resp.body_kind == BODY_LENGTH:
+                take = avail if avail < c.resp_left else c.resp_left
+                c.resp_left -= take
+                outlen = take
+                if c.resp_left == 0:
+                    c.resp_state = RS_DONE
+            elif u.resp.body_kind == BODY_CHUNKED:
+                take = chunked_feed(&c.resp_chunk, u.rb.data + u.rb.start, avail, c.dechunk, &outlen)
+                if take < 0:
+                    self.abort(c)         # the backend broke framing mid-body: cut the client off
+                    return -1
+                if c.resp_chunk.done:
+                    c.resp_state = RS_DONE
+            else:
+                take = outlen = avail
+            progress = 1
+            if outlen == 0:               # only framing (a chunk-size line): nothing to send
+                u.rb.start += take
+                continue
+            c.out.body_off = u.rb.start
+            c.out.body_len = outlen
+            c.out.body_consume = take
+        return progress
+
     cdef int step_response(self, Client c):
         """Backend -> client. 1 progress, 0 nothing to do now, -1 the exchange changed state."""
         cdef Upstream u = c.up
-        cdef Py_ssize_t avail, take, outlen, n
-        cdef int r
+        cdef Py_ssize_t n
+        cdef int r, framed
         if u is None or u.state != US_ACTIVE:
             return 0
+        framed = 0
+        if not out_pending(&c.out):
+            framed = self.frame_response(c, u)
+            if framed < 0:
+                return -1
         if out_pending(&c.out):
             r = flush_out(c.fd, &c.out, c.head, u.rb.data, &c.wr_ready)
             if r < 0:
@@ -1062,7 +1126,7 @@ cdef class Core:
             if r == 0:
                 if c.deadline == 0:
                     c.deadline = self.now + self.t_send
-                return 0
+                return framed
             u.rb.start += c.out.body_consume
             out_clear(&c.out)
             c.deadline = 0
@@ -1070,43 +1134,11 @@ cdef class Core:
                 self.finish_exchange(c)
                 return -1
             return 1
-        avail = u.rb.end - u.rb.start
-        if avail > 0:
-            if c.resp_state == RS_WAIT_HEAD:
-                n = parse_response_head(u.rb.data + u.rb.start, avail, &u.resp, c.req.method, &self.limits)
-                if n < 0:
-                    self.upstream_failed(c, F_BAD_RESPONSE)
-                    return -1
-                if n > 0:
-                    return self.start_response(c, u, n)
-            else:
-                if c.resp_state == RS_BODY:
-                    if u.resp.body_kind == BODY_LENGTH:
-                        take = avail if avail < c.resp_left else c.resp_left
-                        c.resp_left -= take
-                        outlen = take
-                        if c.resp_left == 0:
-                            c.resp_state = RS_DONE
-                    elif u.resp.body_kind == BODY_CHUNKED:
-                        take = chunked_feed(&c.resp_chunk, u.rb.data + u.rb.start, avail, c.dechunk, &outlen)
-                        if take < 0:
-                            self.abort(c)     # the backend broke framing mid-body: cut the client off
-                            return -1
-                        if c.resp_chunk.done:
-                            c.resp_state = RS_DONE
-                    else:
-                        take = outlen = avail
-                    if outlen == 0:           # only framing (a chunk-size line): nothing to send
-                        u.rb.start += take
-                        return 1
-                    c.out.body_off = u.rb.start
-                    c.out.body_len = outlen
-                    c.out.body_consume = take
-                    return 1
-                # RS_DONE with bytes left over: the backend sent more than it framed
-        if c.resp_state == RS_DONE and not out_pending(&c.out):
+        if c.resp_state == RS_DONE:
             self.finish_exchange(c)
             return -1
+        if framed:
+            return 1
         if not u.rd_ready:
             return 0
         if u.rb.start == u.rb.end:
