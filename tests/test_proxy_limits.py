@@ -1,16 +1,66 @@
 """End-to-end: limits (431, 414, 413), client timeouts (408, keep-alive idle), upstream failures
 (next server, 502, 504). Error responses are small, well-formed, and close the connection."""
 
+import socket
+
+import pytest
 from helpers.config import proxy_config
 from helpers.running import free_port, settle, wait_closed_backend_side
 
 
 def assert_refused(c, status):
+    """A small well-formed error response, then the connection closes."""
     r = c.response()
     assert r.status == status, r.raw[:300]
+    assert int(r.header("content-length")) == len(r.body) < 1024
     assert r.has_token("connection", "close")
     assert c.closed()
     return r
+
+
+REFUSALS = [
+    # (name, request, status) -- RFC 9112 / RFC 9110 sections say which status
+    ("version_2_0", b"GET / HTTP/2.0\r\nHost: app.test\r\n\r\n", 505),  # 9110 15.6.6
+    ("missing_host", b"GET / HTTP/1.1\r\n\r\n", 400),  # 9112 3.2
+    ("duplicate_host", b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", 400),  # 9112 3.2
+    (
+        "cl_and_te",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
+    (
+        "chunked_not_final",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    ),  # 9112 6.3
+    (
+        "unknown_coding",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),  # 9112 6.1
+    (
+        "bad_content_length",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1x\r\n\r\nx",
+        400,
+    ),  # 9112 6.3
+    ("obs_fold", b"GET / HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\n 2\r\n\r\n", 400),  # 9112 5.2
+    ("space_before_colon", b"GET / HTTP/1.1\r\nHost : a.test\r\n\r\n", 400),  # 9112 5.1
+    (
+        "unknown_expectation",
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx",
+        417,
+    ),  # 9110 10.1.1
+]
+
+
+@pytest.mark.parametrize("data, status", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refused_with_the_right_status(proxy, backends, data, status):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}))
+    c = p.client()
+    c.send(data)
+    assert_refused(c, status)
+    assert b.connections() == 0
 
 
 def test_head_too_large_431(proxy, backends, workers):
@@ -123,3 +173,38 @@ def test_upstream_keepalive_pool_idle_timeout(proxy, backends):
     wait_closed_backend_side(b)
     assert p.client().get("/").status == 200
     assert b.connections() == 2
+
+
+@pytest.fixture
+def blackhole():
+    """An address whose connect() hangs: a listener that never accepts, its accept queue filled, so the
+    kernel drops further SYNs (a connect timeout without leaving 127.0.0.1)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    # the queue holds backlog + 1 connections; connect until one no longer completes
+    for _ in range(8):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    for s in fillers:
+        s.close()
+    listener.close()
+
+
+def test_upstream_connect_timeout_moves_to_next_server(proxy, backends, blackhole):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [blackhole, b]}, timeouts={"upstream_connect": "1s"}))
+    c = p.client()
+    for _ in range(3):
+        r = c.get("/")
+        assert r.status == 200 and r.header("x-backend") == b"b0"
+
+
+def test_upstream_connect_timeout_504(proxy, backends, blackhole):
+    p = proxy(proxy_config({"app": [blackhole]}, timeouts={"upstream_connect": "1s"}))
+    r = p.client().get("/")
+    assert r.status == 504
