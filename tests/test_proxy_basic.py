@@ -226,3 +226,21 @@ def test_client_abort_mid_download_closes_upstream(proxy, backends, workers):
     # checks that no connection is left open)
     wait_closed_backend_side(b)
     settle(p, [b])
+
+
+def test_no_1xx_to_http10_client(proxy, backends, workers):
+    p, (b,) = start(proxy, backends, workers)
+    c = p.client()
+    c.send(b"GET /103 HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    r = c.response()
+    # RFC 9110 section 15.2: a server must not send a 1xx response to an HTTP/1.0 client
+    assert r.informational == [] and r.status == 200 and r.body == b"b0 after 1xx\n"
+
+
+def test_upgrade_declined_by_backend_stays_http(proxy, backends, workers):
+    p, (b,) = start(proxy, backends, workers)
+    c = p.client()
+    r = c.get("/", headers=["Connection: Upgrade", "Upgrade: websocket"])
+    # no 101: the exchange is an ordinary response and the connection goes on as HTTP/1.1
+    assert r.status == 200 and r.body == b"b0\n"
+    assert c.get("/echo", method=b"POST", body=b"still http").body == b"still http"

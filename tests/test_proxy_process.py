@@ -41,3 +41,10 @@ def test_workers_exit_when_the_master_is_killed(proxy, backends):
     p.proc.wait(timeout=10)
     # no child outlives the master, even one killed without a chance to clean up
     procs.wait_for(lambda: not any(os.path.exists(f"/proc/{w}") for w in workers), message="orphaned workers")
+
+
+def test_workers_auto_is_one_per_core(proxy, backends):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers="auto"))
+    assert len(p.worker_pids()) == os.cpu_count()
+    assert p.client().get("/").status == 200
