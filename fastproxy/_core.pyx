@@ -26,9 +26,10 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.unistd cimport close, read
 
+from fastproxy._accesslog cimport AccessLog, LogRecord
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE,
                               METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE,
-                              ChunkState, ForwardInfo, Limits, RequestHead, ResponseHead,
+                              ChunkState, ForwardInfo, HeaderField, Limits, RequestHead, ResponseHead,
                               ResponseRewrite, chunked_feed, parse_request_head,
                               parse_response_head, write_error_response, write_request_head,
                               write_response_head)
@@ -42,6 +43,7 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EP
                              socket, socklen_t, timespec, writev)
 
 import os
+import struct
 
 DEF MAX_EVENTS = 512
 DEF SWEEP_MS = 100
@@ -110,6 +112,10 @@ cdef inline double monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
+cdef inline unsigned char lower(unsigned char c) noexcept nogil:
+    return c + 32 if 65 <= c <= 90 else c
+
+
 cdef struct Buffer:
     char *data
     Py_ssize_t cap
@@ -133,6 +139,27 @@ cdef inline bint out_pending(const Outgoing *o) noexcept nogil:
 
 cdef inline void out_clear(Outgoing *o) noexcept nogil:
     memset(o, 0, sizeof(Outgoing))
+
+
+cdef inline Py_ssize_t out_left(const Outgoing *o) noexcept nogil:
+    return o.head_len - o.head_off + o.body_len
+
+
+cdef inline int copy_bounded(char *dst, Py_ssize_t cap, const char *src, Py_ssize_t n) noexcept nogil:
+    if n > cap:
+        n = cap
+    memcpy(dst, src, n)
+    return <int>n
+
+
+cdef bint name_is(const char *base, const HeaderField *h, const char *lower_name, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if h.name.len != n:
+        return 0
+    for i in range(n):
+        if lower(base[h.name.off + i]) != <unsigned char>lower_name[i]:
+            return 0
+    return 1
 
 
 # --- the transport seam: every byte in or out of a socket passes here ------------------------------
@@ -216,6 +243,8 @@ cdef struct Server:
     int weight
     int current              # smooth weighted round robin (nginx's algorithm)
     int upstream
+    char text[64]            # "ip:port", for the access log
+    int text_len
 
 
 cdef struct UpstreamGroup:
@@ -224,10 +253,6 @@ cdef struct UpstreamGroup:
     int keepalive            # idle connections kept per server
     double keepalive_timeout
     int tries
-
-
-cdef inline unsigned char lower(unsigned char c) noexcept nogil:
-    return c + 32 if 65 <= c <= 90 else c
 
 
 cdef bint host_matches(const Route *r, const char *host, Py_ssize_t n) noexcept nogil:
@@ -333,6 +358,8 @@ cdef class Client:
     cdef bint up_eof             # tunnel: the backend closed its side
     cdef bint tunnel_client_eof
     cdef double idle_since       # when it last became idle between requests
+    cdef LogRecord *log          # the access-log record of the current request (when logging)
+    cdef bint log_open           # a request is under way and not logged yet
 
     cdef inline bint out_busy(self) noexcept:
         return out_pending(&self.out)
@@ -372,6 +399,9 @@ cdef class Core:
     cdef long long n_requests, n_4xx, n_5xx
     cdef object stats_path
     cdef tuple last_stats
+    cdef AccessLog alog           # None when the access log is off
+    cdef object heartbeat         # a buffer shared with the master, or None
+    cdef Py_ssize_t heartbeat_offset
 
     def __cinit__(self):
         self.epfd = -1
@@ -425,6 +455,9 @@ cdef class Core:
             self.groups[gi].tries = max(1, up.tries)
             for s in up.servers:
                 fill_sockaddr(&self.servers[index], s.host, s.port)
+                text = (("[%s]:%d" if ":" in s.host else "%s:%d") % (s.host, s.port)).encode()[:63]
+                memcpy(self.servers[index].text, <char *>text, len(text))
+                self.servers[index].text_len = len(text)
                 self.servers[index].weight = max(1, s.weight)
                 self.servers[index].upstream = gi
                 index += 1
@@ -482,6 +515,8 @@ cdef class Core:
             epoll_ctl(self.epfd, EPOLL_CTL_ADD, wakeup_fd, &ev)
         if not self.stopping:
             self.loop(wakeup_fd)
+        if self.alog is not None:
+            self.alog.flush()
         self.write_stats(True)
 
     def stop(self, graceful=False):
@@ -490,6 +525,22 @@ cdef class Core:
             self.start_drain()
         else:
             self.stopping = True
+
+    def set_access_log(self, int fd, str fmt="combined"):
+        """Log requests to fd (-1: off). Lines buffered for the old fd are written there first."""
+        if self.alog is not None:
+            self.alog.flush()
+        self.alog = AccessLog(fd, fmt) if fd >= 0 else None
+
+    def set_heartbeat(self, buf, Py_ssize_t offset):
+        """Write CLOCK_MONOTONIC as a float64 at buf[offset:offset+8] every sweep, for the master."""
+        self.heartbeat = buf
+        self.heartbeat_offset = offset
+        self.beat()
+
+    cdef beat(self):
+        if self.heartbeat is not None:
+            struct.pack_into("d", self.heartbeat, self.heartbeat_offset, monotonic())
 
     def stats(self):
         return {
@@ -569,6 +620,10 @@ cdef class Core:
         if self.draining and (self.n_client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
         self.write_stats(False)
+        self.beat()
+        if self.alog is not None:
+            self.alog.refresh_time()
+            self.alog.flush()
 
     cdef write_stats(self, bint final):
         if self.stats_path is None:
@@ -730,6 +785,8 @@ cdef class Core:
                     self.start_request(c, n)
                     return
                 if n < 0:
+                    if self.alog is not None:
+                        self.open_bare_log(c)
                     self.answer_error(c, c.req.err_status)
                     return
             if not c.rd_ready:
@@ -772,6 +829,8 @@ cdef class Core:
         c.resp_state = RS_WAIT_HEAD
         c.resp_started = 0
         c.req_body_seen = 0
+        if self.alog is not None:
+            self.open_log(c)
         if c.req.body_kind == BODY_LENGTH:
             if self.max_body and c.req.content_length > self.max_body:
                 self.answer_error(c, 413)
@@ -794,6 +853,56 @@ cdef class Core:
         if c.req.expect_continue and not c.req_done and c.rb.end == c.fwd and c.req.version_minor == 1:
             self.send_continue(c)
         self.connect_upstream(c)
+
+    cdef void open_log(self, Client c):
+        cdef LogRecord *r = c.log
+        cdef const char *base = c.rb.data + c.req_start
+        cdef int i
+        if r == NULL:
+            r = c.log = <LogRecord *>malloc(sizeof(LogRecord))
+            if r == NULL:
+                return
+        r.started = self.now
+        r.remote_len = copy_bounded(r.remote, sizeof(r.remote), c.addr, c.addr_len)
+        r.method_len = copy_bounded(r.method, sizeof(r.method), base + c.req.method_span.off,
+                                    c.req.method_span.len)
+        r.uri_len = copy_bounded(r.uri, sizeof(r.uri), base + c.req.target.off, c.req.target.len)
+        r.version_minor = c.req.version_minor
+        r.host_len = copy_bounded(r.host, sizeof(r.host), base + c.req.host.off, c.req.host.len)
+        r.referer_len = r.user_agent_len = r.upstream_len = 0
+        r.status = 0
+        r.bytes_sent = 0
+        for i in range(c.req.n_headers):
+            if name_is(base, &c.req.headers[i], b"referer", 7):
+                r.referer_len = copy_bounded(r.referer, sizeof(r.referer), base + c.req.headers[i].value.off,
+                                             c.req.headers[i].value.len)
+            elif name_is(base, &c.req.headers[i], b"user-agent", 10):
+                r.user_agent_len = copy_bounded(r.user_agent, sizeof(r.user_agent),
+                                                base + c.req.headers[i].value.off, c.req.headers[i].value.len)
+        c.log_open = 1
+
+    cdef void open_bare_log(self, Client c):
+        """A request refused before its head could be read: logged with "-" for the request."""
+        if c.log == NULL:
+            c.log = <LogRecord *>malloc(sizeof(LogRecord))
+            if c.log == NULL:
+                return
+        memset(c.log, 0, sizeof(LogRecord))
+        c.log.started = self.now
+        c.log.remote_len = copy_bounded(c.log.remote, sizeof(c.log.remote), c.addr, c.addr_len)
+        c.log.version_minor = 1
+        c.log_open = 1
+
+    cdef void close_log(self, Client c, int status):
+        """The exchange is over (answered, failed or abandoned): write its line."""
+        if not c.log_open:
+            return
+        c.log_open = 0
+        if self.alog is None or c.log == NULL:
+            return
+        if c.log.status == 0:
+            c.log.status = status
+        self.alog.write(c.log, self.now)
 
     cdef void send_continue(self, Client c):
         memcpy(c.head, CONTINUE_100, 25)
@@ -1109,7 +1218,7 @@ cdef class Core:
     cdef int step_response(self, Client c):
         """Backend -> client. 1 progress, 0 nothing to do now, -1 the exchange changed state."""
         cdef Upstream u = c.up
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, before
         cdef int r, framed
         if u is None or u.state != US_ACTIVE:
             return 0
@@ -1119,7 +1228,10 @@ cdef class Core:
             if framed < 0:
                 return -1
         if out_pending(&c.out):
+            before = out_left(&c.out)
             r = flush_out(c.fd, &c.out, c.head, u.rb.data, &c.wr_ready)
+            if c.log_open:
+                c.log.bytes_sent += before - out_left(&c.out)
             if r < 0:
                 self.abort(c)
                 return -1
@@ -1207,6 +1319,10 @@ cdef class Core:
             self.upstream_failed(c, F_BAD_RESPONSE)
             return -1
         self.count_status(status)
+        if c.log_open:
+            c.log.status = status
+            c.log.upstream_len = self.servers[u.server].text_len
+            memcpy(c.log.upstream, self.servers[u.server].text, c.log.upstream_len)
         u.rb.start += head_len
         c.out.head_off = 0
         c.out.head_len = n
@@ -1237,6 +1353,7 @@ cdef class Core:
         if c.req.upgrade and u is not None and u.resp.status == 101:
             self.start_tunnel(c)
             return
+        self.close_log(c, 0)
         c.up = None
         if u is not None:
             u.client = None
@@ -1341,6 +1458,8 @@ cdef class Core:
         if c.up is not None:
             self.detach_and_close(c)
         self.count_status(status)
+        if c.log_open:
+            c.log.status = status
         n = write_error_response(status, 1, c.head, c.head_cap)
         out_clear(&c.out)
         if n > 0:
@@ -1351,10 +1470,14 @@ cdef class Core:
         self.closing(c)
 
     cdef void closing(self, Client c):
+        cdef Py_ssize_t before = out_left(&c.out)
         cdef int r = flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready)
+        if c.log_open:
+            c.log.bytes_sent += before - out_left(&c.out)
         if r < 0:
             self.close_client(c)
         elif r == 1:
+            self.close_log(c, 0)
             # Half-close and keep reading for a while, so that unread request bytes do not turn our
             # answer into a reset (RFC 9112 9.6).
             shutdown(c.fd, SHUT_WR)
@@ -1437,6 +1560,7 @@ cdef class Core:
         if c.state == CS_CLOSED:
             return
         self.graveyard.append(c)
+        self.close_log(c, 499)        # nginx's "client closed request" when nothing was answered
         if c.up is not None:
             self.detach_and_close(c)
         c.state = CS_CLOSED
@@ -1444,6 +1568,8 @@ cdef class Core:
         close(c.fd)
         self.live.pop(c.fd, None)
         self.free_buffers(&c.rb, &c.head)
+        free(c.log)
+        c.log = NULL
         self.n_client_open -= 1
 
     cdef void close_upstream(self, Upstream u):
