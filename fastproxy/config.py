@@ -8,6 +8,12 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.server.server_header      str: "" drops the backend's Server field, else replaces its value
     Config.server.forwarded          bool: also add an RFC 7239 Forwarded field
     Config.server.drain_timeout      float seconds a graceful stop (QUIT) may take before workers are killed
+    Config.server.worker_heartbeat_timeout  float seconds without a heartbeat before a worker is killed as hung
+    Config.server.ready_timeout      float seconds new workers get to report ready (reload, start)
+    Config.server.upgrade_timeout    float seconds `fastproxy upgrade` waits for the new master's workers
+    Config.log.error_log             str | None: file for master and worker events; None = stderr
+    Config.log.access_log            str | None: file for one line per request; None = off
+    Config.log.access_format         str: "combined" or "json"
     Config.limits.max_head_size      int bytes (431)
     Config.limits.max_headers        int (431), 1..128 (the parser's MAX_HEADERS_HARD)
     Config.limits.max_uri_size       int bytes (414)
@@ -238,6 +244,32 @@ class ServerTable(Table):
     forwarded: bool = opt(False, "Also add an RFC 7239 Forwarded field (X-Forwarded-* are always set).", boolean)
     drain_timeout: float = opt("30s", "How long a graceful stop (QUIT) waits for in-flight requests.",
                                duration(allow_zero=True))
+    worker_heartbeat_timeout: float = opt("10s", "A worker whose event loop has not beaten for this long is "
+                                          "killed as hung and replaced.", duration())
+    ready_timeout: float = opt("10s", "How long new workers (reload, TTIN) get to report ready; a reload "
+                               "whose workers are not ready by then is abandoned and the old workers keep "
+                               "serving.", duration())
+    upgrade_timeout: float = opt("30s", "How long `fastproxy upgrade` waits for the new master's workers to "
+                                 "report ready before it rolls back to the old master.", duration())
+
+
+def log_path(v):
+    """A log file path; "" means the default (stderr for the error log, off for the access log)."""
+    return optional_path(v) if v != "" else None
+
+
+ACCESS_FORMATS = ("combined", "json")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogTable(Table):
+    """[log]: Error log (master and worker events) and access log (one line per request). USR1 reopens both
+    (log rotation). Relative paths are relative to the directory fastproxy was started in."""
+    error_log: str | None = opt("", 'File for start, reload, upgrade, respawn and config error events; "" = '
+                                "stderr.", log_path)
+    access_log: str | None = opt("", 'File for one line per request; "" = no access log.', log_path)
+    access_format: str = opt("combined", 'Access log line format: "combined" (nginx\'s) or "json" (one object '
+                             "per line).", choice(ACCESS_FORMATS))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +354,7 @@ class Config:
     listens: tuple
     upstreams: dict
     routes: tuple
+    log: LogTable = field(default_factory=LogTable)
 
 
 # TOML layout: table name -> (class, kind). kind: "table" = [name], "array" = [[name]], "map" = [name.KEY]
@@ -332,6 +365,7 @@ SECTIONS = {
     "listen": (Listen, "array"),
     "upstreams": (Upstream, "map"),
     "routes": (Route, "array"),
+    "log": (LogTable, "table"),
 }
 
 
@@ -499,7 +533,7 @@ class _Loader:
             raise ConfigErrors(self.errors)
         return Config(path=self.path, server=sections["server"], limits=sections["limits"],
                       timeouts=sections["timeouts"], listens=sections["listen"], upstreams=sections["upstreams"],
-                      routes=sections["routes"])
+                      routes=sections["routes"], log=sections["log"])
 
     def cross_check(self, data, s):
         """Checks across tables. Only run on what loaded cleanly, so one mistake is not reported twice."""
