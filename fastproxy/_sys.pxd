@@ -115,3 +115,24 @@ cdef extern from "<time.h>" nogil:
         CLOCK_MONOTONIC
 
     int clock_gettime(int clk, timespec *tp)
+
+
+# --- GCC __atomic_* builtins (used by _shm.pxd for every field several processes write) -------------
+# Typed names for the generic builtins; times and counters in the shared table are all int64_t.
+
+from libc.stdint cimport int64_t
+
+
+cdef extern from * nogil:
+    enum:
+        ATOMIC_RELAXED "__ATOMIC_RELAXED"
+        ATOMIC_ACQUIRE "__ATOMIC_ACQUIRE"
+        ATOMIC_RELEASE "__ATOMIC_RELEASE"
+        ATOMIC_SEQ_CST "__ATOMIC_SEQ_CST"
+
+    int64_t atomic_load_i64 "__atomic_load_n"(const int64_t *p, int order)
+    void atomic_store_i64 "__atomic_store_n"(int64_t *p, int64_t v, int order)
+    int64_t atomic_add_fetch_i64 "__atomic_add_fetch"(int64_t *p, int64_t v, int order)
+    int64_t atomic_fetch_add_i64 "__atomic_fetch_add"(int64_t *p, int64_t v, int order)
+    bint atomic_cas_i64 "__atomic_compare_exchange_n"(int64_t *p, int64_t *expected, int64_t desired,
+                                                      bint weak, int success_order, int failure_order)
