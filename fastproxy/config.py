@@ -27,8 +27,18 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.timeouts.upstream_send    float seconds between writes to the backend
     Config.listens                   tuple[Listen, ...]; Listen(address, host, port, backlog, family)
     Config.upstreams                 dict[str, Upstream]
-        Upstream(name, balance, servers: tuple[Server, ...], keepalive, keepalive_timeout, tries)
-        Server(address, host, port, weight, family)   host is a numeric IP after loading
+        Upstream(name, balance, servers: tuple[Server, ...], keepalive, keepalive_timeout, tries,
+                 hash_key, hash_load_factor, health, passive, retries, sticky, queue_size, queue_timeout)
+            balance      one of BALANCES; hash_key: "client_ip" | "uri" | "header:NAME" | "cookie:NAME"
+            tries        int, = retries.tries (the upstream-level `tries` key is an alias of it)
+            health       Health(path, interval, timeout, rise, fall, status: (lo, hi), host) | None (no checks)
+            passive      Passive(max_fails (0 = off), fail_timeout, http_5xx)
+            retries      Retries(tries, budget: fraction of requests that may be retries)
+            sticky       Sticky(cookie: str | None, hash: str | None, secure, max_age (0 = session),
+                                drain_timeout) | None; exactly one of cookie/hash is set
+            queue_size   int requests waiting for a server at max_conns, per worker; queue_timeout float s (503)
+        Server(address, host, port, weight, family, max_conns (0 = unlimited, global across workers),
+               slow_start (seconds, 0 = off), backup)   host is a numeric IP after loading
     Config.routes                    tuple[Route, ...]; Route(host, path, upstream)
                                      host is lowercase: "*", "exact.name" or "*.suffix" (suffix keeps its dot)
 
@@ -48,8 +58,8 @@ from typing import NamedTuple
 
 from fastproxy.errors import ConfigError, ConfigErrors
 
-# The load-balancing issue adds the others (weighted, least_conn, hash, p2c) here and in the core.
-BALANCES = ("round_robin",)
+# Balancing algorithms (fastproxy/_balancer.pyx implements each).
+BALANCES = ("round_robin", "least_conn", "p2c", "hash", "least_time")
 
 
 # --- validators: each takes the TOML value and returns the converted one, or raises ValueError ---------
@@ -210,6 +220,12 @@ def req(doc, check=None, items=None):
     return field(metadata={"doc": doc, "check": check, "items": items, "required": True})
 
 
+def sub(cls, doc, present=True):
+    """A key whose value is an inline table of kind cls; when absent: cls() with its defaults, or None."""
+    return field(default=cls() if present else None,
+                 metadata={"doc": doc, "table": cls, "toml_default": "{ ... }" if present else None})
+
+
 def derived(default):
     """An attribute computed by the loader, not a TOML key."""
     return field(default=default)
@@ -314,6 +330,11 @@ class Server(Table):
     """servers: One backend of an upstream, an inline table like { address = "127.0.0.1:9001", weight = 2 }."""
     address: str = req('"host:port" or "[ipv6]:port"; names are resolved once, at load.', address)
     weight: int = opt(1, "Relative share of requests.", integer(1, 1000))
+    max_conns: int = opt(0, "Requests in flight to it at most, over all workers; 0 = unlimited (excess waits "
+                         "in the queue).", integer(0))
+    slow_start: float = opt(0, "After it comes back up its weight ramps from 0 to full over this time; 0 = off.",
+                            duration(allow_zero=True))
+    backup: bool = opt(False, "Used only when no primary (non-backup) server is available.", boolean)
     host: str = derived("")
     port: int = derived(0)
     family: int = derived(socket.AF_INET)
@@ -323,6 +344,94 @@ class Server(Table):
         return _from_address(cls, values, extra)
 
 
+_HASH_KEY = re.compile(r"^(client_ip|uri|(header|cookie):[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$")
+
+
+def hash_key(v):
+    if not isinstance(v, str) or not _HASH_KEY.match(v):
+        raise ValueError('must be "client_ip", "uri", "header:NAME" or "cookie:NAME"')
+    return v
+
+
+def status_range(v):
+    """A status code (200) or an inclusive range ("200-399"); returns (lo, hi)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        lo = hi = v
+    elif isinstance(v, str) and (m := re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", v)):
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    else:
+        raise ValueError('must be a status code or a range like "200-399"')
+    if not 100 <= lo <= hi <= 599:
+        raise ValueError("must be within 100..599, low end first")
+    return (lo, hi)
+
+
+def probe_path(v):
+    if not isinstance(v, str) or not v.startswith("/") or any(c <= " " or c == "\x7f" for c in v):
+        raise ValueError('must be a path starting with "/", without spaces or control bytes')
+    return v
+
+
+def fraction(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return float(v)
+
+
+def load_factor(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or (v != 0 and v <= 1):
+        raise ValueError("must be 0 (off) or a number above 1")
+    return float(v)
+
+
+def cookie_name(v):
+    if not isinstance(v, str) or not re.match(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$", v):
+        raise ValueError("must be a cookie name (an RFC 9110 token)")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health(Table):
+    """health: Active checks, run by one health-checker process (not once per worker)."""
+    path: str = opt("/", "Path probed with GET.", probe_path)
+    interval: float = opt("2s", "Time between two probes of one server.", duration())
+    timeout: float = opt("1s", "Time a probe may take (connect and response head).", duration())
+    rise: int = opt(2, "Good probes in a row that mark a down server up.", integer(1))
+    fall: int = opt(3, "Bad probes in a row that mark an up server down.", integer(1))
+    status: tuple = opt("200-399", 'Good statuses: a code or a range like "200-399".', status_range)
+    host: str = opt("", 'Host field of the probe; "" = the server\'s address.', string)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Passive(Table):
+    """passive: Failures seen by real requests (connect errors, resets, timeouts, optionally 5xx)."""
+    max_fails: int = opt(3, "Failures within fail_timeout that mark a server down; 0 = off.", integer(0))
+    fail_timeout: float = opt("10s", "The window failures are counted in, and how long a server then stays "
+                              "down before one trial request decides.", duration())
+    http_5xx: bool = opt(False, "Count 5xx responses as failures too.", boolean)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retries(Table):
+    """retries: Failover of a request that failed before any response byte, when safe."""
+    tries: int = opt(3, "Servers tried per request at most.", integer(1))
+    budget: float = opt(0.2, "Retries at most this fraction of requests (plus a few per second), so a sick "
+                        "pool is not hammered.", fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sticky(Table):
+    """sticky: Session persistence; set exactly one of cookie and hash."""
+    cookie: str | None = opt(None, "Cookie that names the client's server by an opaque value.", cookie_name)
+    hash: str | None = opt(None, 'Or a key through the consistent hash: "client_ip", "uri", "header:NAME", '
+                           '"cookie:NAME".', hash_key)
+    secure: bool = opt(False, "Cookie mode: add Secure to the cookie.", boolean)
+    max_age: float = opt(0, "Cookie mode: Max-Age of the cookie; 0 = a session cookie.",
+                         duration(allow_zero=True))
+    drain_timeout: float = opt("10m", "How long a draining server keeps serving its sticky clients.",
+                               duration(allow_zero=True))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Upstream(Table):
     """[upstreams.NAME]: A pool of backends (NAME: letters, digits, _ and -)."""
@@ -330,9 +439,30 @@ class Upstream(Table):
     balance: str = opt("round_robin", "Balancing algorithm: " + ", ".join(BALANCES) + ".", choice(BALANCES))
     keepalive: int = opt(64, "Idle connections to this upstream kept per worker; 0 = none.", integer(0))
     keepalive_timeout: float = opt("60s", "How long an idle upstream connection is kept.", duration())
-    tries: int = opt(3, "Servers tried per request at most (connect failures, resets before a response).",
-                     integer(1))
+    tries: int = opt(3, "Servers tried per request at most (connect failures, resets before a response); "
+                     "an alias of retries.tries.", integer(1))
+    hash_key: str = opt("client_ip", 'With balance = "hash": "client_ip", "uri", "header:NAME" or "cookie:NAME".',
+                        hash_key)
+    hash_load_factor: float = opt(0, "With balance = \"hash\": skip a server above this factor x the average "
+                                  "load (bounded load); 0 = off.", load_factor)
+    health: Health | None = sub(Health, "Active health checks { path, interval, timeout, rise, fall, status, "
+                                "host }; none by default.", present=False)
+    passive: Passive = sub(Passive, "Passive checks { max_fails, fail_timeout, http_5xx }.")
+    retries: Retries = sub(Retries, "Failover { tries, budget }.")
+    sticky: Sticky | None = sub(Sticky, 'Session persistence { cookie = "NAME" } or { hash = "client_ip" }; '
+                                "none by default.", present=False)
+    queue_size: int = opt(100, "Requests per worker that may wait for a server at max_conns.", integer(0))
+    queue_timeout: float = opt("10s", "How long a request waits in that queue before a 503.", duration())
     name: str = derived("")
+
+    @classmethod
+    def from_values(cls, values, **extra):
+        # `retries = { tries }` is the contract; the upstream-level `tries` key stays as its alias.
+        if "retries" in values:
+            values["tries"] = values["retries"].tries
+        else:
+            values["retries"] = Retries(tries=values.get("tries", 3))
+        return cls(**values, **extra)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -483,6 +613,10 @@ class _Loader:
                 values[name] = self.items(f.metadata["items"], raw[name], where, key + (name,))
                 ok = ok and values[name] is not None
                 continue
+            if f.metadata.get("table"):
+                values[name] = self.table(f.metadata["table"], raw[name], where, key + (name,))
+                ok = ok and values[name] is not None
+                continue
             try:
                 values[name] = f.metadata["check"](raw[name])
             except ValueError as e:
@@ -560,6 +694,19 @@ class _Loader:
                 self.fail(("routes", i), ("path",),
                           f"same host and path as routes[{seen[route.host, route.path]}]")
             seen.setdefault((route.host, route.path), i)
+        for uname, up in s["upstreams"].items():
+            raw = data["upstreams"][uname]
+            if "tries" in raw and "retries" in raw and "tries" in raw["retries"]:
+                self.fail(("upstreams", uname), ("tries",), "set either tries or retries.tries, not both")
+            if all(server.backup for server in up.servers):
+                self.fail(("upstreams", uname), ("servers",), "needs at least one server that is not a backup")
+            if up.sticky is not None and (up.sticky.cookie is None) == (up.sticky.hash is None):
+                self.fail(("upstreams", uname), ("sticky",), "set exactly one of cookie and hash")
+            seen = set()
+            for i, server in enumerate(up.servers):
+                if server.address in seen:
+                    self.fail(("upstreams", uname), ("servers", i), f"duplicate server {server.address}")
+                seen.add(server.address)
         if s["limits"] and s["limits"].max_head_size > s["limits"].buffer_size:
             self.fail(("limits",), ("max_head_size",), "must not exceed buffer_size (a head must fit in a buffer)")
 
