@@ -389,6 +389,8 @@ cdef class Core:
     cdef double t_client_header, t_client_body, t_keepalive
     cdef double t_connect, t_read, t_send, t_drain
     cdef bytes server_header
+    cdef const char *server_header_ptr    # into server_header, for the hot path
+    cdef Py_ssize_t server_header_len
     cdef bint add_forwarded
     cdef double now
     cdef bint stopping
@@ -426,6 +428,8 @@ cdef class Core:
         self.t_send = t.upstream_send
         self.t_drain = config.server.drain_timeout
         self.server_header = (config.server.server_header or "").encode("latin-1")
+        self.server_header_ptr = self.server_header
+        self.server_header_len = len(self.server_header)
         self.add_forwarded = bool(config.server.forwarded)
         self._load_upstreams(config)
         self._load_routes(config)
@@ -1309,8 +1313,8 @@ cdef class Core:
         c.keep_alive = (c.req.keep_alive and c.req_done and not self.draining and not c.dechunk and
                         self.t_keepalive > 0 and
                         u.resp.body_kind != BODY_CLOSE and status != 101)
-        rw.server = self.server_header
-        rw.server_len = len(self.server_header)
+        rw.server = self.server_header_ptr
+        rw.server_len = self.server_header_len
         rw.client_keep_alive = c.keep_alive
         rw.client_version_minor = c.req.version_minor
         rw.dechunk = c.dechunk
