@@ -36,6 +36,7 @@ def machine_info():
                            capture_output=True, text=True).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load average at the end": " ".join(open("/proc/loadavg").read().split()[:3]),
         "cpus": f"{os.cpu_count()} ({cpu})",
         "kernel": platform.release(),
         "nginx": _version(["nginx", "-v"]),
@@ -53,8 +54,8 @@ def _f(value, fmt):
 
 HEADER = (
     "| scenario | proxy | req/s | min-max req/s | x nginx | p50 ms | p99 ms | p99 x nginx | errors "
-    "| CPU us/req usr+sys | CPU x nginx |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    "| CPU us/req usr+sys | CPU x nginx | other load |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 )
 
 
@@ -63,13 +64,13 @@ def table(rows):
     for r in rows:
         sc = r["scenario"]
         if not r["reps"]:
-            lines.append(f"| {sc.key}: {sc.title} | {r['proxy']} | failed | | | | | | | | |\n")
+            lines.append(f"| {sc.key}: {sc.title} | {r['proxy']} | failed | | | | | | | | | |\n")
             continue
         lines.append(
             f"| {sc.key}: {sc.title} | {r['proxy']} | {r['rps']:.0f} | {r['rps_min']:.0f}-{r['rps_max']:.0f} "
             f"| {_f(r.get('x_rps'), '.2f')} | {r['p50']:.2f} | {r['p99']:.2f} | {_f(r.get('x_p99'), '.2f')} "
             f"| {r['errors']} | {r['usr'] + r['sys']:.1f} ({r['usr']:.1f}+{r['sys']:.1f}) "
-            f"| {_f(r.get('x_cpu'), '.2f')} |\n"
+            f"| {_f(r.get('x_cpu'), '.2f')} | {r['other']:.0f}% |\n"
         )
     return "".join(lines)
 
@@ -87,6 +88,9 @@ def markdown(rows, args, machine, command, notes, rawdir):
         "- CPU us/req: utime+stime of the proxy's master and workers from /proc/PID/stat, before and after "
         "each wrk run, divided by the requests completed (user + system part in brackets). 10 ms tick "
         "resolution.\n",
+        "- other load: CPU used during the wrk run by programs other than the proxy, the backend and wrk "
+        "(from /proc/stat), in % of one core, median over repetitions: high values mean the figures of "
+        "that row were depressed by unrelated work on the machine.\n",
         f"- wrk: `-t{args.threads} -c{args.connections} -d{args.duration}s --latency` against each proxy in "
         f"turn, interleaved, after a {args.warmup} s discarded warm-up per proxy and scenario; scenario d "
         "adds `-H 'Connection: close'` (a new TCP connection per request).\n",

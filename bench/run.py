@@ -15,6 +15,7 @@ generated configs and the processes' logs under bench/results/raw/<timestamp>/.
 
 import argparse
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -90,13 +91,35 @@ def parse_args(argv):
     return args
 
 
-def measure(proc, url, args, close):
-    """One wrk run against proc; returns (WrkResult, user µs/req, system µs/req)."""
-    before = proc.cpu_ticks()
+def busy_ticks():
+    """user + nice + system + irq + softirq ticks of the whole machine (/proc/stat). A tick spent in
+    softirq is also charged to the stime of the task it interrupted, so both sides count it."""
+    with open("/proc/stat") as f:
+        cols = f.readline().split()
+    return sum(int(cols[i]) for i in (1, 2, 3, 6, 7))
+
+
+def children_ticks():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * CLK_TCK
+
+
+def measure(proc, backend, url, args, close):
+    """One wrk run against proc.
+
+    Returns (WrkResult, user µs/req, system µs/req, other %): other is the CPU that neither the proxy,
+    the backend nor wrk used during the run, in % of one core: the load other programs put on the
+    machine, which makes a repetition slower."""
+    def snapshot():
+        return proc.cpu_ticks(), sum(backend.cpu_ticks()), busy_ticks(), children_ticks(), time.monotonic()
+
+    (usr0, sys0), backend0, machine0, wrk0, t0 = snapshot()
     res = wrk.run(url, args.threads, args.connections, args.duration, close, args.pin.get("wrk"))
-    after = proc.cpu_ticks()
+    (usr1, sys1), backend1, machine1, wrk1, t1 = snapshot()
     per_req = 1e6 / CLK_TCK / max(res.requests, 1)
-    return res, (after[0] - before[0]) * per_req, (after[1] - before[1]) * per_req
+    ours = (usr1 + sys1 - usr0 - sys0) + (backend1 - backend0) + (wrk1 - wrk0)
+    other = max(0.0, (machine1 - machine0 - ours) / CLK_TCK / (t1 - t0) * 100)
+    return res, (usr1 - usr0) * per_req, (sys1 - sys0) * per_req, other
 
 
 def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
@@ -126,15 +149,15 @@ def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
             if proc.popen.poll() is not None:
                 continue
             try:
-                res, usr, sys_ = measure(proc, url.format(port=proc.port), args, sc.close)
+                res, usr, sys_, other = measure(proc, backend, url.format(port=proc.port), args, sc.close)
             except (RuntimeError, ValueError) as e:
                 notes.append(f"{sc.key}/{name}: wrk failed in rep {rep + 1}: {e}")
                 continue
-            runs[name].append((res, usr, sys_))
+            runs[name].append((res, usr, sys_, other))
             (rawdir / f"{sc.key}-{name}-rep{rep + 1}.txt").write_text(res.output)
             print(
                 f"  {sc.key} rep {rep + 1}/{args.reps} {name:9s} {res.rps:10.0f} req/s  p50 {res.p50_ms:6.2f} ms"
-                f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors:5d}  cpu {usr + sys_:5.1f} us/req",
+                f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors:5d}  cpu {usr + sys_:5.1f} us/req  other load {other:3.0f}%",
                 flush=True,
             )
             if proc.popen.poll() is not None:
@@ -156,7 +179,7 @@ def summarize(sc, runs):
         if not reps:
             rows.append({"scenario": sc, "proxy": name, "reps": 0})
             continue
-        rps = [r.rps for r, _, _ in reps]
+        rps = [r.rps for r, *_ in reps]
         rows.append(
             {
                 "scenario": sc,
@@ -165,11 +188,12 @@ def summarize(sc, runs):
                 "rps": statistics.median(rps),
                 "rps_min": min(rps),
                 "rps_max": max(rps),
-                "p50": statistics.median(r.p50_ms for r, _, _ in reps),
-                "p99": statistics.median(r.p99_ms for r, _, _ in reps),
-                "errors": sum(r.errors for r, _, _ in reps),
-                "usr": statistics.median(u for _, u, _ in reps),
-                "sys": statistics.median(s for _, _, s in reps),
+                "p50": statistics.median(r.p50_ms for r, *_ in reps),
+                "p99": statistics.median(r.p99_ms for r, *_ in reps),
+                "errors": sum(r.errors for r, *_ in reps),
+                "usr": statistics.median(x[1] for x in reps),
+                "sys": statistics.median(x[2] for x in reps),
+                "other": statistics.median(x[3] for x in reps),
             }
         )
     nginx = next((r for r in rows if r["proxy"] == "nginx" and r["reps"]), None)
