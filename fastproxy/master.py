@@ -1,30 +1,50 @@
-"""The master (arbiter): binds the listening sockets, forks one worker per slot, respawns the dead, stops all.
+"""The master (arbiter): owns the listening sockets, forks workers, supervises them, obeys nginx's signals.
 
 Rules:
 - Signal handlers only queue the signal number; the self-pipe given to signal.set_wakeup_fd wakes the loop,
   which dispatches each one to a handle_<name> method (gunicorn's arbiter shape, nginx's meanings):
-  TERM/INT fast shutdown, QUIT graceful shutdown, CHLD reaping. HUP, USR1, USR2, WINCH, TTIN and TTOU
-  are queued too (so none can kill the master by its default action) and logged until issue 3 adds them.
-- The master never touches a client connection. It owns the listening sockets for its whole life; a
-  worker respawned in a slot gets that slot's sockets again, so nothing queued in them is lost.
-- A worker that dies is respawned at once; one that keeps dying soon after start is backed off
-  (doubling delay, capped), and every death is logged with its exit reason or signal.
+    TERM, INT   fast shutdown            QUIT   graceful shutdown (workers drain, up to drain_timeout)
+    HUP         reload the config        USR2   binary upgrade (fork + exec a new master)
+    WINCH       retire the workers, keep the sockets (upgrade; HUP brings them back: rollback)
+    USR1        reopen the logs          TTIN, TTOU   one worker more, one fewer
+- The master never touches a client connection. It owns the listening sockets for its whole life; every
+  worker (re)spawned in a slot gets that slot's sockets again, so nothing queued in them is lost. Sockets a
+  reload no longer wants are closed only once no worker uses them.
+- Generations: every accepted reload bumps the generation; a worker's generation is in its process title.
+  Old workers are sent QUIT only after every worker of the new generation has written its byte on its
+  ready pipe. A config that fails to load, or new workers that die or are not ready within ready_timeout,
+  leave the old generation serving, untouched (the reason is logged).
+- Binary upgrade: the old master renames its pidfile to .oldbin and forks + execs `python -m fastproxy`
+  with its own arguments; the new master inherits the listening fds (FASTPROXY_FDS) and writes the pidfile
+  once its workers are ready. One upgrade at a time: a second USR2 is refused while a new master (or, in a
+  new master, the old one) is alive. If the new master ends while the old one lives, the old master
+  renames .oldbin back, and restarts its workers if WINCH had retired them (nginx does the same).
+- Supervision: a worker that dies is respawned at once; one that keeps dying soon after start is backed off
+  (doubling delay, capped), every death is logged with its exit reason or signal. Each worker's event loop
+  writes its CLOCK_MONOTONIC time into a shared memory cell; one silent for worker_heartbeat_timeout is
+  killed as hung (and respawned); a retiring worker still there after drain_timeout is killed too.
 - No child outlives the master: every exit path of run() stops and waits for the workers (KILL after a
-  deadline), and workers also get SIGTERM from the kernel if the master dies (PR_SET_PDEATHSIG).
-- Only this master's own worker pids are waited for, so a process embedding it (fastproxy demo) keeps
-  its other children to itself.
+  deadline), and workers also get SIGTERM from the kernel if the master dies (PR_SET_PDEATHSIG). A new
+  master started by USR2 is not a worker: it outlives the old one on purpose.
+- Only this master's own children are waited for, so a process embedding it (fastproxy demo) keeps its
+  other children to itself.
 """
 
+import mmap
 import os
 import select
 import signal
+import struct
+import sys
 import time
 from dataclasses import dataclass
 
 from setproctitle import setproctitle
 
-from fastproxy import errors, sockets
-from fastproxy.errors import HaltServer
+from fastproxy import config as config_mod
+from fastproxy import errors, pidfile, sockets
+from fastproxy import log as logs
+from fastproxy.errors import ConfigErrors, HaltServer
 from fastproxy.log import log
 from fastproxy.worker import Worker
 
@@ -32,9 +52,12 @@ QUEUED_SIGNALS = (signal.SIGHUP, signal.SIGQUIT, signal.SIGINT, signal.SIGTERM, 
                   signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 SIG_NAMES = {sig: sig.name[3:].lower() for sig in QUEUED_SIGNALS}
 
+OLD_MASTER_ENV = "FASTPROXY_OLD_MASTER"  # set by the old master for the new one it execs (USR2)
 FAST_STOP_TIMEOUT = 5.0     # seconds workers get to exit after TERM before they are killed
+DRAIN_GRACE = 5.0           # beyond drain_timeout, before a draining worker is killed (the core stops itself first)
 MIN_LIFETIME = 5.0          # a worker dying sooner than this counts towards a crash loop
 MAX_BACKOFF = 30.0
+HEARTBEAT_CELLS = 512       # workers alive at once (old and new generations together)
 
 
 @dataclass
@@ -43,6 +66,21 @@ class WorkerProc:
     slot: int
     generation: int
     started: float
+    ready_fd: int | None        # read end of its ready pipe, until it reported ready or closed it
+    heartbeat: int | None       # offset of its heartbeat cell
+    ready: bool = False
+    retiring: bool = False      # told to stop (QUIT or TERM): never respawned
+    kill_at: float = float("inf")   # retiring: killed if still there at this time
+    killed: bool = False
+
+
+@dataclass
+class PendingReload:
+    """A reload whose new workers have not all reported ready yet; what to go back to if they fail."""
+    old_config: object
+    old_generation: int
+    old_nworkers: int
+    deadline: float
 
 
 def describe_status(status):
@@ -63,18 +101,54 @@ def backoff_delay(failures):
     return 0.0 if failures <= 1 else min(0.25 * 2 ** (failures - 2), MAX_BACKOFF)
 
 
+class Heartbeats:
+    """Shared anonymous memory (created before any fork): one float64 cell per live worker.
+
+    The worker's core writes time.monotonic()'s clock (CLOCK_MONOTONIC) into its cell every ~100 ms; NaN
+    means "this worker cannot beat" and is never taken for a hang.
+    """
+
+    def __init__(self, cells=HEARTBEAT_CELLS):
+        self.buf = mmap.mmap(-1, cells * 8)
+        self.free = list(range((cells - 1) * 8, -1, -8))
+
+    def take(self):
+        if not self.free:
+            return None
+        offset = self.free.pop()
+        struct.pack_into("d", self.buf, offset, time.monotonic())
+        return offset
+
+    def age(self, offset):
+        return time.monotonic() - struct.unpack_from("d", self.buf, offset)[0]
+
+    def give(self, offset):
+        if offset is not None:
+            self.free.append(offset)
+
+
 class Master:
-    def __init__(self, config):
+    def __init__(self, config, argv=None):
         self.config = config
+        self.argv = argv                # `fastproxy` arguments to exec a new master with (USR2); None: no upgrade
         self.pid = os.getpid()
-        self.generation = 0             # issue 3: bumped by every accepted reload
-        self.slots = []                 # listening fds per worker slot
+        self.generation = 1             # bumped by every accepted reload
+        self.nworkers = config.server.workers   # changed by TTIN/TTOU and reloads
+        self.listeners = sockets.Listeners()
+        self.heartbeats = None
         self.workers = {}               # pid -> WorkerProc
         self.failures = {}              # slot -> deaths in a row soon after start
         self.respawn_at = {}            # slot -> monotonic time before which it is not respawned
+        self.pending = None             # PendingReload
+        self.reload_again = False       # a HUP that came during a pending reload
+        self.winched = False            # WINCH: no workers wanted until HUP
+        self.announced_ready = False    # "all workers ready" was logged for the current set
+        self.new_master = None          # pid of the master a USR2 started, while it lives
+        self.old_master = None          # in a new master: the master that started it
         self.signal_queue = []
         self.pipe = None                # (read, write) self-pipe for signal.set_wakeup_fd
         self.stopping = False           # no respawning once set
+        self.pidfile_path = config.server.pidfile   # becomes PATH.oldbin after USR2
         self.pidfile_written = False
 
     # --- main loop ---------------------------------------------------------------------------------
@@ -85,10 +159,13 @@ class Master:
         try:
             self.start()
             while True:
-                for sig in self.wait_for_signals(self.loop_timeout()):
+                for sig in self.wait_for_events(self.loop_timeout()):
                     self.dispatch(sig)
-                self.reap_workers()
+                self.reap_children()
+                self.check_ready()
                 self.spawn_missing_workers()
+                self.kill_unresponsive_workers()
+                self.close_unused_listeners()
         except HaltServer as e:
             log(e.reason)
             status = e.exit_status
@@ -98,16 +175,33 @@ class Master:
         return status
 
     def start(self):
-        setproctitle(f"fastproxy: master {self.config.path}")
-        self.install_signals()
+        setproctitle(f"fastproxy: master [{os.path.abspath(self.config.path)}]")
         try:
-            self.slots = sockets.create_slots(self.config.listens, self.config.server.workers)
+            logs.configure(self.config.log.error_log)
+        except OSError as e:
+            raise HaltServer(f"cannot open error log {self.config.log.error_log}: {e.strerror}", 1) from None
+        self.install_signals()
+        inherited = os.environ.pop(sockets.FDS_ENV, "")
+        old = os.environ.pop(OLD_MASTER_ENV, "")
+        self.old_master = int(old) if old.isdigit() else None
+        if self.pidfile_path:
+            try:
+                pidfile.check_stale(self.pidfile_path, log)
+            except RuntimeError as e:
+                raise HaltServer(f"cannot start: {e}", 1) from None
+        if inherited:
+            self.listeners = sockets.Listeners.inherit(inherited)
+            log(f"binary upgrade: inherited {len(self.listeners.all_fds())} listening socket(s) "
+                f"from master {self.old_master}")
+        try:
+            self.listeners.ensure(self.config.listens, self.nworkers)
         except OSError as e:
             raise HaltServer(f"cannot start: {e.strerror}", 1) from None
-        self.write_pidfile()
+        self.listeners.close_unused(self.config.listens, self.nworkers)    # inherited ones no longer listed
+        self.heartbeats = Heartbeats()
         listens = ", ".join(listen.address for listen in self.config.listens)
         log(f"fastproxy master started: {self.config.path}, listening on {listens}, "
-            f"{self.config.server.workers} worker(s)")
+            f"{self.nworkers} worker(s)")
         self.spawn_missing_workers()
 
     def install_signals(self):
@@ -120,15 +214,20 @@ class Master:
     def queue_signal(self, signum, frame):
         self.signal_queue.append(signum)
 
-    def wait_for_signals(self, timeout):
-        """Sleep until a signal arrives or timeout passes; return the queued signals, oldest first."""
+    def wait_for_events(self, timeout, ready_pipes=True):
+        """Sleep until a signal arrives, a worker reports ready, or timeout passes; return queued signals."""
         if self.pipe is None:
             return []
         if not self.signal_queue:
+            fds = [self.pipe[0]]
+            if ready_pipes:
+                fds += [w.ready_fd for w in self.workers.values() if w.ready_fd is not None]
             try:
-                select.select([self.pipe[0]], [], [], max(timeout, 0.0))
+                readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
             except InterruptedError:
-                pass
+                readable = []
+            if ready_pipes:
+                self.read_ready_pipes(set(readable))
         try:
             while os.read(self.pipe[0], 4096):
                 pass
@@ -137,17 +236,35 @@ class Master:
         queued, self.signal_queue = self.signal_queue, []
         return queued
 
+    def read_ready_pipes(self, readable):
+        for w in self.workers.values():
+            if w.ready_fd is None or w.ready_fd not in readable:
+                continue
+            try:
+                data = os.read(w.ready_fd, 16)
+            except BlockingIOError:
+                continue
+            self.close_ready_pipe(w)
+            if data:
+                w.ready = True
+                log(f"worker {w.slot} (pid {w.pid}, gen {w.generation}) ready")
+
+    def close_ready_pipe(self, w):
+        if w.ready_fd is not None:
+            os.close(w.ready_fd)
+            w.ready_fd = None
+
     def loop_timeout(self):
-        if not self.respawn_at:
-            return 1.0
-        return min(1.0, min(self.respawn_at.values()) - time.monotonic())
+        now = time.monotonic()
+        times = [now + 1.0, now + self.config.server.worker_heartbeat_timeout / 2]
+        times += self.respawn_at.values()
+        if self.pending:
+            times.append(self.pending.deadline)
+        times += [w.kill_at for w in self.workers.values()]
+        return min(times) - now
 
     def dispatch(self, sig):
-        handler = getattr(self, "handle_" + SIG_NAMES[sig], None)
-        if handler is None:
-            log(f"ignoring SIG{SIG_NAMES[sig].upper()}: not supported yet")
-        else:
-            handler()
+        getattr(self, "handle_" + SIG_NAMES[sig])()
 
     # --- signal handlers ---------------------------------------------------------------------------
 
@@ -165,58 +282,308 @@ class Master:
         raise HaltServer("graceful shutdown complete", 0)
 
     def handle_chld(self):
-        self.reap_workers()
+        self.reap_children()
+
+    def handle_hup(self):
+        """Reload. The file is read and validated completely first: on any error it is logged and the
+        running config keeps serving. Else new workers start on the same sockets and the old ones are
+        retired once every new one reported ready. After WINCH, HUP only brings the workers back."""
+        if self.winched:
+            self.winched = False
+            log("SIGHUP after WINCH: starting workers again with the running configuration (rollback)")
+            return
+        if self.pending:
+            self.reload_again = True
+            log("SIGHUP: a reload is still waiting for its workers; reloading again once it is done")
+            return
+        log(f"reload (SIGHUP): reading {self.config.path}")
+        new = self.load_new_config()
+        if new is None:
+            log("reload refused: the running configuration keeps serving, unchanged")
+            return
+        try:
+            added = self.listeners.ensure(new.listens, new.server.workers)
+        except OSError as e:
+            log(f"reload refused: {e.strerror}; the running configuration keeps serving, unchanged")
+            return
+        if new.log.error_log != self.config.log.error_log:
+            log(f"error log moves to {new.log.error_log or 'stderr'}")
+            logs.configure(new.log.error_log)      # opened once already by load_new_config
+        if new.server.pidfile != self.config.server.pidfile:
+            log("note: a changed [server] pidfile takes effect at the next start, not on reload")
+        self.pending = PendingReload(self.config, self.generation, self.nworkers,
+                                     time.monotonic() + new.server.ready_timeout)
+        self.config = new
+        self.generation += 1
+        self.nworkers = new.server.workers
+        self.failures.clear()
+        self.respawn_at.clear()
+        self.announced_ready = False
+        log(f"reload accepted: starting generation {self.generation} ({self.nworkers} worker(s))"
+            + (f", new listeners {', '.join(added)}" if added else ""))
+        self.spawn_missing_workers()
+
+    def load_new_config(self):
+        """The config file loaded and checked, or None after logging every problem (file, line, table, key)."""
+        try:
+            new = config_mod.load(self.config.path)
+        except ConfigErrors as e:
+            for err in e.errors:
+                log(f"reload refused: {err}")
+            return None
+        for what, path in (("error log", new.log.error_log), ("access log", new.log.access_log)):
+            if path is None:
+                continue
+            try:
+                os.close(logs.open_append(path))
+            except OSError as e:
+                log(f"reload refused: {new.path}: [log] {what.replace(' ', '_')}: cannot open {path}: {e.strerror}")
+                return None
+        return new
+
+    def handle_usr1(self):
+        """Reopen the logs (after rotation): the master's error log, and every worker's logs."""
+        log("SIGUSR1: reopening log files")
+        logs.reopen()
+        self.signal_workers(signal.SIGUSR1)
+
+    def handle_usr2(self):
+        """Binary upgrade: fork and exec a new master with our arguments; it inherits the listening fds."""
+        if self.argv is None:
+            log("SIGUSR2 refused: a binary upgrade needs `fastproxy serve -c FILE`")
+            return
+        if self.new_master is not None:
+            log(f"SIGUSR2 refused: an upgrade is in progress (new master {self.new_master}); "
+                "QUIT one of the two masters first")
+            return
+        if self.old_master is not None and pidfile.is_master(self.old_master):
+            log(f"SIGUSR2 refused: the old master {self.old_master} of the last upgrade still runs; QUIT it first")
+            return
+        path = self.config.server.pidfile
+        if path and self.pidfile_written and pidfile.rename(path, path + pidfile.OLDBIN, self.pid):
+            self.pidfile_path = path + pidfile.OLDBIN
+        env = dict(os.environ)
+        env[sockets.FDS_ENV] = self.listeners.encode()
+        env[OLD_MASTER_ENV] = str(self.pid)
+        args = [sys.executable, "-m", "fastproxy", *self.argv]
+        signal.pthread_sigmask(signal.SIG_BLOCK, QUEUED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self.exec_new_master(args, env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
+        self.new_master = pid
+        moved = f"; pidfile renamed to {self.pidfile_path}" if self.pidfile_path != path else ""
+        log(f"binary upgrade (SIGUSR2): started new master {pid}: {' '.join(args)}{moved}")
+
+    def exec_new_master(self, args, env):
+        """In the forked child: default signal handling, then exec. Never returns."""
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in QUEUED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.execve(args[0], args, env)
+        except BaseException as e:
+            log(f"binary upgrade: cannot exec {args[0]}: {e}")
+        os._exit(127)
+
+    def handle_winch(self):
+        """Gracefully retire every worker but keep the listening sockets (the middle step of an upgrade)."""
+        if self.pending:
+            self.abandon_reload("WINCH arrived")
+        self.winched = True
+        log("SIGWINCH: retiring all workers gracefully; listening sockets kept (HUP starts workers again)")
+        self.retire([w for w in self.workers.values() if not w.retiring])
+
+    def handle_ttin(self):
+        try:
+            self.listeners.ensure(self.config.listens, self.nworkers + 1)
+        except OSError as e:
+            log(f"SIGTTIN refused: {e.strerror}")
+            return
+        self.nworkers += 1
+        self.announced_ready = False
+        log(f"SIGTTIN: {self.nworkers} worker(s)")
+
+    def handle_ttou(self):
+        if self.nworkers <= 1:
+            log("SIGTTOU ignored: already down to one worker")
+            return
+        self.nworkers -= 1
+        log(f"SIGTTOU: {self.nworkers} worker(s)")
+        self.retire([w for w in self.workers.values() if w.slot >= self.nworkers and not w.retiring])
+
+    # --- reload steps ------------------------------------------------------------------------------
+
+    def current_workers(self):
+        return [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
+
+    def check_ready(self):
+        """Finish or abandon a pending reload; write the pidfile once the first workers are ready."""
+        current = self.current_workers()
+        all_ready = len(current) == self.nworkers and all(w.ready for w in current)
+        if self.pending:
+            if all_ready:
+                self.finish_reload()
+            elif time.monotonic() >= self.pending.deadline:
+                self.abandon_reload(f"new workers not ready within {self.config.server.ready_timeout:g}s")
+            return
+        if all_ready and not self.announced_ready and not self.winched:
+            self.announced_ready = True
+            log(f"all {len(current)} worker(s) of generation {self.generation} ready")
+            if self.pidfile_path and not self.pidfile_written:
+                self.write_pidfile()
+
+    def finish_reload(self):
+        old = [w for w in self.workers.values() if w.generation != self.generation and not w.retiring]
+        self.pending = None
+        self.announced_ready = True
+        log(f"reload complete: generation {self.generation} ready ({self.nworkers} worker(s)); "
+            f"retiring {len(old)} old worker(s) gracefully")
+        self.retire(old)
+        if self.reload_again:
+            self.reload_again = False
+            self.handle_hup()
+
+    def abandon_reload(self, reason):
+        p, self.pending = self.pending, None
+        new = [w for w in self.workers.values() if w.generation == self.generation and not w.retiring]
+        log(f"reload abandoned: {reason}; generation {p.old_generation} keeps serving")
+        for w in new:
+            w.retiring = True
+            w.kill_at = time.monotonic() + FAST_STOP_TIMEOUT
+            self.kill(w, signal.SIGTERM)
+        self.config, self.generation, self.nworkers = p.old_config, p.old_generation, p.old_nworkers
+        try:
+            logs.configure(self.config.log.error_log)
+        except OSError:
+            pass
+        self.failures.clear()
+        self.respawn_at.clear()
+        self.announced_ready = True
+        self.reload_again = False
+
+    def retire(self, workers):
+        """QUIT these workers: they stop accepting, finish in-flight work, and exit (killed after a deadline)."""
+        deadline = time.monotonic() + self.config.server.drain_timeout + DRAIN_GRACE
+        for w in workers:
+            w.retiring = True
+            w.kill_at = deadline
+            self.kill(w, signal.SIGQUIT)
+
+    def close_unused_listeners(self):
+        """Close sockets no address or slot uses any more, once no worker that could hold them is left."""
+        if self.pending or any(w.generation != self.generation or w.slot >= self.nworkers
+                               for w in self.workers.values()):
+            return
+        closed = self.listeners.close_unused(self.config.listens, self.nworkers)
+        if closed:
+            log(f"closed {len(closed)} listening socket(s) the configuration no longer uses")
 
     # --- workers -----------------------------------------------------------------------------------
 
     def spawn_missing_workers(self):
-        busy = {w.slot for w in self.workers.values()}
+        if self.stopping or self.winched:
+            return
+        busy = {w.slot for w in self.current_workers()}
         now = time.monotonic()
-        for slot in range(len(self.slots)):
+        for slot in range(self.nworkers):
             if slot not in busy and self.respawn_at.get(slot, 0.0) <= now:
                 self.respawn_at.pop(slot, None)
                 self.spawn_worker(slot)
 
     def spawn_worker(self, slot):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        heartbeat = self.heartbeats.take()
+        mine = self.listeners.slot_fds(self.config.listens, slot)
+        close_fds = [*self.pipe, r] + [p.ready_fd for p in self.workers.values() if p.ready_fd is not None]
+        close_fds += [fd for fd in self.listeners.all_fds() if fd not in mine]
         # Signals stay blocked across fork until the child has its own handlers: a TERM sent to a worker
         # that is still starting then waits for the worker's handler instead of hitting the master's.
         signal.pthread_sigmask(signal.SIG_BLOCK, QUEUED_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
-                Worker(self.config, self.slots, slot, self.pid, self.generation, close_fds=self.pipe,
+                Worker(self.config, mine, slot, self.pid, self.generation, close_fds=close_fds, ready_fd=w,
+                       heartbeat=(self.heartbeats.buf, heartbeat) if heartbeat is not None else None,
                        unblock=QUEUED_SIGNALS).run()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic())
-        log(f"worker {slot} started (pid {pid})")
+        os.close(w)
+        os.set_blocking(r, False)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic(), r, heartbeat)
+        self.announced_ready = False
+        log(f"worker {slot} (pid {pid}, gen {self.generation}) started")
 
-    def reap_workers(self):
-        """Collect dead workers (only ours), log why each died, and schedule the respawn of its slot."""
+    def reap_children(self):
+        """Collect dead workers (only ours) and a finished new master; log why each ended."""
         for pid in list(self.workers):
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 done, status = pid, 0
-            if done == 0:
-                continue
-            w = self.workers.pop(pid)
-            self.worker_died(w, status)
+            if done:
+                self.worker_died(self.workers.pop(pid), status)
+        if self.new_master is not None:
+            try:
+                done, status = os.waitpid(self.new_master, os.WNOHANG)
+            except ChildProcessError:
+                done, status = self.new_master, 0
+            if done:
+                self.new_master_died(status)
 
     def worker_died(self, w, status):
+        self.close_ready_pipe(w)
+        self.heartbeats.give(w.heartbeat)
         lived = time.monotonic() - w.started
-        if self.stopping:
-            log(f"worker {w.slot} (pid {w.pid}) exited: {describe_status(status)}")
+        what = f"worker {w.slot} (pid {w.pid}, gen {w.generation})"
+        if self.stopping or w.retiring or w.generation != self.generation:
+            log(f"{what} exited: {describe_status(status)}")
+            return
+        if self.pending and not w.ready:
+            log(f"{what} died before it was ready: {describe_status(status)}")
+            self.abandon_reload(f"new worker {w.slot} died before it was ready")
             return
         self.failures[w.slot] = self.failures.get(w.slot, 0) + 1 if lived < MIN_LIFETIME else 1
         delay = backoff_delay(self.failures[w.slot])
         self.respawn_at[w.slot] = time.monotonic() + delay
-        msg = f"worker {w.slot} (pid {w.pid}) died: {describe_status(status)} after {lived:.1f}s; "
+        msg = f"{what} died: {describe_status(status)} after {lived:.1f}s; "
         if delay:
             msg += f"dying repeatedly ({self.failures[w.slot]} times), respawning in {delay:g}s"
         else:
             msg += "respawning"
         log(msg)
+
+    def new_master_died(self, status):
+        pid, self.new_master = self.new_master, None
+        log(f"new master {pid} exited: {describe_status(status)}")
+        path = self.config.server.pidfile
+        if path and self.pidfile_path != path and pidfile.rename(self.pidfile_path, path, self.pid):
+            self.pidfile_path = path
+            log(f"pidfile {path} names this master again")
+        if self.winched and not self.stopping:
+            self.winched = False
+            log("starting workers again: the new master is gone (rollback)")
+
+    def kill_unresponsive_workers(self):
+        """KILL workers whose event loop stopped beating, and retiring workers past their deadline."""
+        now = time.monotonic()
+        timeout = self.config.server.worker_heartbeat_timeout
+        for w in self.workers.values():
+            if w.killed:
+                continue
+            if w.retiring and now >= w.kill_at:
+                log(f"worker {w.slot} (pid {w.pid}, gen {w.generation}) still running after its drain "
+                    "deadline; killing it")
+                self.kill(w, signal.SIGKILL)
+                w.killed = True
+            elif w.heartbeat is not None and (age := self.heartbeats.age(w.heartbeat)) > timeout:
+                log(f"worker {w.slot} (pid {w.pid}, gen {w.generation}) hung: no heartbeat for {age:.1f}s "
+                    f"(worker_heartbeat_timeout {timeout:g}s); killing it")
+                self.kill(w, signal.SIGKILL)
+                w.killed = True
 
     def stop_workers(self, graceful):
         """Signal every worker and wait for all of them; KILL those still there at the deadline.
@@ -226,12 +593,12 @@ class Master:
         self.stopping = True
         if not self.workers:
             return
-        timeout = self.config.server.drain_timeout if graceful else FAST_STOP_TIMEOUT
+        timeout = self.config.server.drain_timeout + DRAIN_GRACE if graceful else FAST_STOP_TIMEOUT
         self.signal_workers(signal.SIGQUIT if graceful else signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while self.workers and (left := deadline - time.monotonic()) > 0:
-            sigs = self.wait_for_signals(min(0.1, left))     # SIGCHLD wakes us as workers exit
-            self.reap_workers()
+            sigs = self.wait_for_events(min(0.1, left), ready_pipes=False)  # SIGCHLD wakes us as workers exit
+            self.reap_children()
             if graceful and {signal.SIGTERM, signal.SIGINT} & set(sigs):
                 log("fast shutdown requested during graceful shutdown")
                 graceful = False
@@ -245,44 +612,32 @@ class Master:
                 self.worker_died(self.workers.pop(pid), status)
 
     def signal_workers(self, sig):
-        for pid in self.workers:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        for w in self.workers.values():
+            self.kill(w, sig)
+
+    def kill(self, w, sig):
+        try:
+            os.kill(w.pid, sig)
+        except ProcessLookupError:
+            pass
 
     # --- pidfile and cleanup -----------------------------------------------------------------------
 
     def write_pidfile(self):
-        """Write our pid atomically (issue 3 moves this to pidfile.py with stale detection and .oldbin)."""
-        path = self.config.server.pidfile
-        if not path:
-            return
-        tmp = f"{path}.{self.pid}.tmp"
         try:
-            with open(tmp, "w") as f:
-                f.write(f"{self.pid}\n")
-            os.rename(tmp, path)
+            pidfile.write(self.pidfile_path, self.pid)
         except OSError as e:
-            raise HaltServer(f"cannot write pidfile {path}: {e.strerror}", 1) from None
+            raise HaltServer(f"cannot write pidfile {self.pidfile_path}: {e.strerror}", 1) from None
         self.pidfile_written = True
 
-    def remove_pidfile(self):
-        path = self.config.server.pidfile
-        if not self.pidfile_written:
-            return
-        try:
-            with open(path) as f:
-                mine = f.read().strip() == str(self.pid)
-            if mine:
-                os.unlink(path)
-        except OSError:
-            pass
-
     def cleanup(self):
-        self.remove_pidfile()
-        sockets.close_slots(self.slots)
-        self.slots = []
+        if self.pidfile_written:
+            pidfile.remove(self.pidfile_path, self.pid)
+        if self.new_master is not None:
+            log(f"the new master {self.new_master} keeps running")
+        self.listeners.close_all()
+        for w in self.workers.values():
+            self.close_ready_pipe(w)
         signal.set_wakeup_fd(-1)
         for sig in QUEUED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)

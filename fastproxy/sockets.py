@@ -7,8 +7,12 @@ Rules:
 - Sockets are non-blocking (the core's epoll loop accepts until EAGAIN) and IPv6 ones are IPV6_V6ONLY, so
   "[::]:80" and "0.0.0.0:80" can be listed side by side.
 - Only fd numbers leave this module: the socket objects are detached, so garbage collection never closes
-  them. Fds are inheritable so that a new master exec'ed for a binary upgrade (issue 3) finds them; their
-  numbers travel in the FASTPROXY_FDS environment variable (encode_fds / decode_fds).
+  them. Fds are inheritable so that a new master exec'ed for a binary upgrade finds them; their numbers
+  travel in the FASTPROXY_FDS environment variable (encode_fds / decode_fds), and the new master learns each
+  one's address from the socket itself (getsockname), so its config may list them in any order.
+- A reload may add or remove addresses and slots (Listeners.ensure / close_unused): sockets that remain are
+  never closed, new ones are bound before anything else changes, and ones no longer wanted are closed only
+  when no worker that used them is left.
 """
 
 import os
@@ -110,3 +114,105 @@ def fd_address(fd):
         return sock.getsockname()[:2]
     finally:
         sock.detach()
+
+
+def listen_key(listen):
+    """What identifies a listening socket across reloads and upgrades: its bound (host, port)."""
+    return (listen.host, listen.port)
+
+
+class Listeners:
+    """The master's listening sockets: {(host, port): [fd of slot 0, fd of slot 1, ...]}."""
+
+    def __init__(self):
+        self.fds = {}
+
+    def ensure(self, listens, nslots):
+        """Create the sockets these listens need for nslots slots that do not exist yet.
+
+        All or nothing: on failure the sockets created by this call are closed and OSError names the address.
+        Returns the addresses newly bound (for the log).
+        """
+        created = []        # (key, fd)
+        added = []
+        try:
+            for listen in listens:
+                key = listen_key(listen)
+                if not self.fds.get(key):
+                    try:
+                        ensure_unused(listen)
+                    except OSError as e:
+                        raise OSError(e.errno, f"cannot listen on {listen.address}: {e.strerror}") from None
+                    added.append(listen.address)
+                fds = self.fds.setdefault(key, [])
+                while len(fds) < nslots:
+                    try:
+                        fd = create_listener(listen)
+                    except OSError as e:
+                        raise OSError(e.errno, f"cannot listen on {listen.address}: {e.strerror}") from None
+                    fds.append(fd)
+                    created.append((key, fd))
+        except OSError:
+            for key, fd in created:
+                self.fds[key].remove(fd)
+                os.close(fd)
+            self.fds = {key: fds for key, fds in self.fds.items() if fds}
+            raise
+        return added
+
+    def slot_fds(self, listens, slot):
+        """The fds a worker of this slot gets, one per listen, in config order (the core's contract)."""
+        return [self.fds[listen_key(listen)][slot] for listen in listens]
+
+    def all_fds(self):
+        return [fd for fds in self.fds.values() for fd in fds]
+
+    def close_unused(self, listens, nslots):
+        """Close sockets of addresses or slots these listens and nslots no longer use; returns the closed fds.
+
+        Only call this when no worker that used them is left: a socket closed while connections are
+        queued in it resets them.
+        """
+        keep = {listen_key(listen) for listen in listens}
+        closed = []
+        for key in list(self.fds):
+            fds = self.fds[key]
+            drop = fds if key not in keep else fds[nslots:]
+            for fd in drop:
+                os.close(fd)
+            closed += drop
+            if key not in keep:
+                del self.fds[key]
+            else:
+                self.fds[key] = fds[:nslots]
+        return closed
+
+    def close_all(self):
+        for fd in self.all_fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = {}
+
+    def encode(self):
+        """For a new master's environment: one group of fds per address, slots in order."""
+        return encode_fds(list(self.fds.values()))
+
+    @classmethod
+    def inherit(cls, text):
+        """The sockets an old master passed in FASTPROXY_FDS, keyed by the address each is bound to.
+
+        An fd that is not a listening socket any more is ignored (and left alone).
+        """
+        self = cls()
+        for group in decode_fds(text):
+            fds = []
+            for fd in group:
+                try:
+                    fds.append((fd_address(fd), fd))
+                except OSError:
+                    continue
+            for key, fd in fds:
+                self.fds.setdefault(key, []).append(fd)
+        return self

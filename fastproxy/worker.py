@@ -1,7 +1,12 @@
 """One worker's life after fork: name itself, tie its life to the master's, build the core, run, exit.
 
-Fork hygiene lives here: the master's signal handlers and wakeup fd are replaced, the listening fds of
-sibling slots are closed, and the epoll fd is created by the core only now, after fork.
+Fork hygiene lives here: the master's signal handlers and wakeup fd are replaced, every master fd that is
+not this worker's (sibling slots' listeners, old listeners, the master's pipes) is closed, and the epoll fd
+is created by the core only now, after fork.
+Once the core is built with its access log and heartbeat, the worker writes one byte on its ready pipe:
+the master retires old workers (reload, upgrade) only after that byte.
+Signals: TERM/INT fast stop, QUIT graceful stop (drain), USR1 reopen the logs; the master's own signals
+(HUP, USR2, WINCH, TTIN, TTOU) are ignored so a stray one cannot kill a worker.
 The exit code says why the worker ended (errors.EXIT_*); the master logs it and backs off crash loops.
 The worker never returns into the master's code: it leaves with os._exit().
 """
@@ -9,17 +14,20 @@ The worker never returns into the master's code: it leaves with os._exit().
 import ctypes
 import os
 import signal
+import struct
 import sys
 import traceback
 
 from setproctitle import setproctitle
 
-from fastproxy import errors, sockets
+from fastproxy import errors
+from fastproxy import log as logs
 from fastproxy.log import log, set_role
 
 PR_SET_PDEATHSIG = 1
+NO_HEARTBEAT = float("nan")     # written by a worker whose core cannot beat: the master never kills it as hung
 
-# Signals the master uses for itself (issue 3); a worker ignores them so a stray one cannot kill it.
+# Signals the master uses for itself; a worker ignores them so a stray one cannot kill it.
 IGNORED = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
 
 
@@ -38,17 +46,20 @@ def make_wakeup_pipe():
 
 
 class Worker:
-    def __init__(self, config, slots, slot, master_pid, generation=0, close_fds=(), ready_fd=None, unblock=()):
+    def __init__(self, config, listen_fds, slot, master_pid, generation=1, close_fds=(), ready_fd=None,
+                 heartbeat=None, unblock=()):
         self.config = config
-        self.slots = slots              # every slot's listening fds; only slots[slot] is kept
+        self.listen_fds = list(listen_fds)  # this slot's listening fds, one per config.listens entry
         self.slot = slot
         self.master_pid = master_pid
         self.generation = generation
-        self.close_fds = close_fds      # master-only fds inherited through fork (its self-pipe)
-        self.ready_fd = ready_fd        # issue 3: a byte is written here once the core is built
+        self.close_fds = close_fds      # master fds inherited through fork that are not ours
+        self.ready_fd = ready_fd        # a byte is written here once the core is built
+        self.heartbeat = heartbeat      # (shared buffer, offset) the core writes its loop's time to
         self.unblock = unblock          # signals the master blocked across fork, unblocked once handled here
         self.core = None
         self.stop_asked = None          # a stop that came before the core existed
+        self.access_fd = -1
 
     def run(self):
         """Entry point in the forked child. Never returns."""
@@ -66,14 +77,15 @@ class Worker:
     def serve(self):
         signal.set_wakeup_fd(-1)        # the master's, inherited through fork
         for fd in self.close_fds:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         set_role(f"worker {self.slot}")
-        setproctitle(f"fastproxy: worker {self.slot}"
-                     + (f" (gen {self.generation})" if self.generation else ""))
+        setproctitle(f"fastproxy: worker {self.slot} (gen {self.generation})")
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.master_pid:
             return errors.EXIT_ORPHAN   # the master died before prctl took effect
-        sockets.close_other_slots(self.slots, self.slot)
         wakeup_fd = make_wakeup_pipe()
         self.install_signals()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, self.unblock)   # a pending TERM is handled now
@@ -83,17 +95,44 @@ class Worker:
             log("cannot load the core (fastproxy._core):\n" + traceback.format_exc().rstrip())
             return errors.EXIT_BOOT
         try:
-            self.core = Core(self.config, list(self.slots[self.slot]), self.slot)
+            self.core = Core(self.config, self.listen_fds, self.slot)
         except Exception:
             log("the core refused the config:\n" + traceback.format_exc().rstrip())
             return errors.EXIT_CONFIG
+        try:
+            self.open_access_log()
+        except OSError as e:
+            log(f"cannot open access log {self.config.log.access_log}: {e.strerror}")
+            return errors.EXIT_CONFIG
+        self.start_heartbeat()
         if self.stop_asked is not None:
             return errors.EXIT_OK
         if self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
             os.close(self.ready_fd)
+            self.ready_fd = None
         self.core.run(wakeup_fd)
         return errors.EXIT_OK
+
+    def open_access_log(self):
+        """Open [log] access_log and hand it to the core (which flushes to the old fd before switching)."""
+        path = self.config.log.access_log
+        if path is None:
+            return
+        fd = logs.open_append(path)
+        self.core.set_access_log(fd, self.config.log.access_format)
+        old, self.access_fd = self.access_fd, fd
+        if old >= 0:
+            os.close(old)
+
+    def start_heartbeat(self):
+        if self.heartbeat is None:
+            return
+        buf, offset = self.heartbeat
+        if hasattr(self.core, "set_heartbeat"):
+            self.core.set_heartbeat(buf, offset)
+        else:
+            struct.pack_into("d", buf, offset, NO_HEARTBEAT)
 
     def install_signals(self):
         for sig in IGNORED:
@@ -102,6 +141,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self.handle_fast_stop)
         signal.signal(signal.SIGINT, self.handle_fast_stop)
         signal.signal(signal.SIGQUIT, self.handle_graceful_stop)
+        signal.signal(signal.SIGUSR1, self.handle_reopen)
 
     def stop(self, graceful):
         if self.core is None:
@@ -114,3 +154,12 @@ class Worker:
 
     def handle_graceful_stop(self, signum, frame):
         self.stop(True)
+
+    def handle_reopen(self, signum, frame):
+        """USR1: reopen the error log and the access log (after rotation). Runs inside core.run()."""
+        logs.reopen()
+        if self.core is not None:
+            try:
+                self.open_access_log()
+            except OSError as e:
+                log(f"cannot reopen access log {self.config.log.access_log}: {e.strerror}; keeping the old file")
