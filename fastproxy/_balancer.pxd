@@ -74,8 +74,9 @@ cdef struct BGroup:
     int sticky_kind
     char cookie_name[256]
     Py_ssize_t cookie_name_len
-    bint cookie_secure
-    int64_t cookie_max_age      # < 0: none
+    char cookie_attrs[128]      # "; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=N]"
+    Py_ssize_t cookie_attrs_len
+    int64_t drain_ms            # a draining server keeps its sticky clients this long
     int tries
     double budget
     double queue_timeout
@@ -113,6 +114,7 @@ cdef class Balancer:
     cdef BGroup *groups
     cdef int n_groups
     cdef uint64_t rng
+    cdef char *excluded         # scratch: servers a scored pick already failed to acquire
 
     cdef int pick(self, int group, uint64_t key, const int *tried, int n_tried, double now) noexcept
     cdef void release(self, int server, int outcome, double response_seconds, double now) noexcept
@@ -131,18 +133,27 @@ cdef class Balancer:
     cdef void tick(self, double now) noexcept
 
     # internals
-    cdef bint usable(self, int srv, double now, bint for_session) noexcept
-    cdef bint acquire(self, int srv) noexcept
-    cdef double weight_factor(self, int srv, int64_t now_ms) noexcept
+    cdef int load_group(self, BGroup *g, object up) except -1
     cdef void refresh(self, int group) noexcept
-    cdef int pick_rr(self, BGroup *g, bint backups, const int *tried, int n_tried, double now,
+    cdef int64_t weight_of(self, int srv) noexcept
+    cdef int *build_schedule(self, BGroup *g, bint backups, int *out_len) noexcept
+    cdef void build_ring(self, BGroup *g, bint backups, uint64_t **keys, int **srvs, int *out_len) noexcept
+    cdef bint usable(self, int srv, int64_t t, bint for_session) noexcept
+    cdef bint is_full(self, int srv) noexcept
+    cdef int acquire(self, int srv, int64_t t) noexcept
+    cdef double weight_factor(self, int srv, int64_t t) noexcept
+    cdef double random(self) noexcept
+    cdef double score(self, BGroup *g, int srv, int64_t t) noexcept
+    cdef void clear_excluded(self, BGroup *g) noexcept
+    cdef int pick_in(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried, int64_t t,
                      bint *full) noexcept
-    cdef int pick_scored(self, BGroup *g, bint backups, const int *tried, int n_tried, double now,
+    cdef int pick_rr(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,
+                     bint *full) noexcept
+    cdef int pick_scored(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,
                          bint *full) noexcept
-    cdef int pick_p2c(self, BGroup *g, bint backups, const int *tried, int n_tried, double now,
+    cdef int pick_p2c(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,
                       bint *full) noexcept
     cdef int pick_hash(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried,
-                       double now, bint *full) noexcept
-
+                       int64_t t, bint *full) noexcept
 
 cdef uint64_t hash_bytes(const char *p, Py_ssize_t n) noexcept nogil

@@ -51,6 +51,7 @@ cdef struct GroupSlot:
     int64_t generation          # 0 = free, else the generation that assigned it
     int64_t rr                  # shared round-robin position (atomic fetch-add)
     int64_t version             # bumped when a runtime weight of one of its servers changes
+    int64_t active              # in-flight requests over all its servers (hash bounded load)
     int64_t name_len
     char name[NAME_CAP]
 
@@ -131,5 +132,8 @@ cdef class ShmTable:
     cdef readonly object path   # /dev/shm/... file, or None for an anonymous mapping
     cdef int64_t size
 
+    cdef ShmHeader *hdr(self) except NULL
+    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows)
+    cdef int _free_slot(self)
     cdef int find_group(self, const char *name, Py_ssize_t n) noexcept
     cdef int find_slot(self, int group, const char *address, Py_ssize_t n) noexcept

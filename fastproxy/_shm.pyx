@@ -1,0 +1,490 @@
+# cython: language_level=3
+"""The shared-memory backend table (layout in _shm.pxd).
+
+Rules:
+- Only this file knows the layout. Every field written by more than one process is written with
+  __atomic_* (the inline helpers of _shm.pxd). A layout change bumps LAYOUT_VERSION.
+- The master creates the table before forking, as a named file under /dev/shm derived from the pidfile
+  (or else the config file) path, so `fastproxy backends` and a new master after a binary upgrade open it
+  by name. assign(config) is the master's alone: it keeps the slot (and state) of every (upstream,
+  address) that remains, gives new servers fresh slots and bumps the generation, so a draining old
+  worker sees that a slot it bound was reassigned.
+- Counts every worker changes live in per-worker rows (a worker claims a row with CAS on its pid);
+  `active` is also kept as one global counter per slot so max_conns is enforced across workers. When a
+  worker dies, release_row() subtracts its row from the slots and zeroes it.
+- State one process owns (health) is written by that process only (the health checker); operator state
+  (admin, runtime weight) by the CLI through the same table.
+"""
+
+import hashlib
+import os
+import time
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcmp, memcpy, memset
+from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+
+cdef uint64_t MAGIC = 0x4C4254534F525046     # "FPROSTBL" little-endian
+
+STATE_NAMES = ("up", "down", "draining", "disabled")
+ADMIN_NAMES = {ADMIN_ENABLED: "enabled", ADMIN_DRAINING: "draining", ADMIN_DISABLED: "disabled"}
+
+
+cdef inline int64_t now_ms() noexcept:
+    return <int64_t>(time.monotonic() * 1000.0)
+
+
+def monotonic_ms():
+    """CLOCK_MONOTONIC in milliseconds, the clock of every time field in the table."""
+    return now_ms()
+
+
+def path_for(config):
+    """The table's name under /dev/shm for this config: from the pidfile path, else the config path.
+
+    None for a config that came from no file ("<demo>", "<string>"): the table is then anonymous.
+    """
+    pidfile = getattr(config.server, "pidfile", None)
+    base = os.path.abspath(pidfile) if pidfile else (None if config.path.startswith("<") else
+                                                     os.path.abspath(config.path))
+    if base is None:
+        return None
+    return "/dev/shm/fastproxy-" + hashlib.sha1(base.encode()).hexdigest()[:16]
+
+
+def sizes_for(config):
+    """(n_groups, n_slots, n_rows) with room for reloads that add upstreams, servers or workers."""
+    n_servers = sum(len(u.servers) for u in config.upstreams.values())
+    return (max(16, 4 * len(config.upstreams)), max(64, 4 * n_servers),
+            max(16, 4 * config.server.workers + 4))
+
+
+cdef class ShmTable:
+    """ShmTable(path, create=False, n_groups=0, n_slots=0, n_rows=0).
+
+    path None: an anonymous MAP_SHARED mapping (shared with children forked after this).
+    create=True: attach to a valid existing file that is large enough (a new master after an upgrade,
+    or a restart: state kept), else (re)create it. create=False: open an existing table or raise.
+    """
+
+    def __cinit__(self):
+        self.h = NULL
+
+    def __init__(self, path=None, create=False, int n_groups=0, int n_slots=0, int n_rows=0):
+        self.path = path
+        if path is not None and (not create or os.path.exists(path)):
+            if self._attach(path, create, n_groups, n_slots, n_rows):
+                return
+            if not create:
+                raise ValueError(f"{path}: not a fastproxy table of layout {LAYOUT_VERSION}")
+        if not create:
+            raise FileNotFoundError(path)
+        self._create(path, max(1, n_groups), max(1, n_slots), max(1, n_rows))
+
+    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows):
+        return (size >= <int64_t>sizeof(ShmHeader) and h.magic == MAGIC and h.layout_version == LAYOUT_VERSION
+                and h.total_size == size and h.n_groups >= n_groups and h.n_slots >= n_slots
+                and h.n_rows >= n_rows)
+
+    def _attach(self, path, create, n_groups, n_slots, n_rows):
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size < <int64_t>sizeof(ShmHeader):
+                return False
+            p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            if p == MAP_FAILED:
+                raise OSError("mmap failed")
+        finally:
+            os.close(fd)
+        if not self._check(<ShmHeader *>p, size, n_groups, n_slots, n_rows):
+            munmap(p, size)
+            return False
+        self.h = <ShmHeader *>p
+        self.size = size
+        return True
+
+    def _create(self, path, int n_groups, int n_slots, int n_rows):
+        cdef int64_t row_size = sizeof(RowHeader) + 3 * 8 * n_slots
+        cdef int64_t groups_off = (sizeof(ShmHeader) + 63) & ~63
+        cdef int64_t slots_off = groups_off + n_groups * sizeof(GroupSlot)
+        cdef int64_t rows_off = (slots_off + n_slots * sizeof(BackendSlot) + 63) & ~63
+        cdef int64_t total = rows_off + n_rows * row_size
+        cdef void *p
+        if path is None:
+            p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        else:
+            # a fresh file, renamed into place: a reader never sees a half-initialised table
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, total)
+                p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            finally:
+                os.close(fd)
+        if p == MAP_FAILED:
+            raise OSError("mmap failed")
+        memset(p, 0, total)
+        cdef ShmHeader *h = <ShmHeader *>p
+        h.layout_version = LAYOUT_VERSION
+        h.n_groups = n_groups
+        h.n_slots = n_slots
+        h.n_rows = n_rows
+        h.groups_off = groups_off
+        h.slots_off = slots_off
+        h.rows_off = rows_off
+        h.row_size = row_size
+        h.total_size = total
+        h.master_pid = os.getpid()
+        secret = os.urandom(16)
+        memcpy(h.secret, <char *>secret, 16)
+        st(<int64_t *>&h.magic, <int64_t>MAGIC)
+        self.h = h
+        self.size = total
+        if path is not None:
+            os.rename(tmp, path)
+
+    def __dealloc__(self):
+        if self.h != NULL:
+            munmap(self.h, self.size)
+            self.h = NULL
+
+    def close(self):
+        if self.h != NULL:
+            munmap(self.h, self.size)
+            self.h = NULL
+
+    def unlink(self):
+        """Remove the name (the master on its final exit); mappings stay valid until closed."""
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    cdef ShmHeader *hdr(self) except NULL:
+        if self.h == NULL:
+            raise ValueError("the table is closed")
+        return self.h
+
+    @property
+    def generation(self):
+        return ld(&self.hdr().generation)
+
+    @property
+    def capacity(self):
+        h = self.hdr()
+        return {"groups": h.n_groups, "slots": h.n_slots, "rows": h.n_rows}
+
+    # --- lookups ------------------------------------------------------------------------------------
+
+    cdef int find_group(self, const char *name, Py_ssize_t n) noexcept:
+        cdef int i
+        cdef GroupSlot *g
+        for i in range(self.h.n_groups):
+            g = shm_group(self.h, i)
+            if ld(&g.generation) and g.name_len == n and memcmp(g.name, name, n) == 0:
+                return i
+        return -1
+
+    cdef int find_slot(self, int group, const char *address, Py_ssize_t n) noexcept:
+        cdef int i
+        cdef BackendSlot *s
+        for i in range(self.h.n_slots):
+            s = shm_slot(self.h, i)
+            if (ld(&s.generation) and s.group == group and s.address_len == n
+                    and memcmp(s.address, address, n) == 0):
+                return i
+        return -1
+
+    def find(self, upstream, address):
+        """The slot index of (upstream name, address text), or -1."""
+        self.hdr()
+        name, addr = upstream.encode(), address.encode()
+        g = self.find_group(name, len(name))
+        return -1 if g < 0 else self.find_slot(g, addr, len(addr))
+
+    def group_index(self, upstream):
+        self.hdr()
+        name = upstream.encode()
+        return self.find_group(name, len(name))
+
+    # --- the master: assign slots for a config ------------------------------------------------------
+
+    def assign(self, config):
+        """Bind every (upstream, server) of config to a slot: kept if it was there, fresh if new.
+
+        Slots and groups no longer in the config are freed. Raises ValueError (nothing changed) when the
+        table has no room; the caller keeps the old config then.
+        """
+        cdef ShmHeader *h = self.hdr()
+        cdef GroupSlot *g
+        cdef BackendSlot *s
+        cdef int gi, si, i
+        cdef int64_t gen, t = now_ms()
+        wanted = {(name, srv.address) for name, up in config.upstreams.items() for srv in up.servers}
+        keep_groups = set(config.upstreams)
+        # room check first, so a failure changes nothing
+        free_groups = sum(1 for i in range(h.n_groups) if not ld(&shm_group(h, i).generation)
+                          or self._group_name(i) not in keep_groups)
+        new_groups = sum(1 for name in config.upstreams if self.group_index(name) < 0)
+        existing = {self._slot_key(i) for i in range(h.n_slots) if ld(&shm_slot(h, i).generation)}
+        free_slots = h.n_slots - len(existing & wanted)
+        if new_groups > free_groups or len(wanted - existing) > free_slots:
+            raise ValueError(f"the shared table is too small for this config ({h.n_slots} server slots, "
+                             f"{h.n_groups} upstreams); restart the master to resize it")
+        gen = add(&h.generation, 1)
+        for i in range(h.n_groups):            # free what went away
+            if ld(&shm_group(h, i).generation) and self._group_name(i) not in keep_groups:
+                st(&shm_group(h, i).generation, 0)
+        for i in range(h.n_slots):
+            s = shm_slot(h, i)
+            if ld(&s.generation) and self._slot_key(i) not in wanted:
+                st(&s.generation, 0)
+        for name, up in config.upstreams.items():
+            gi = self.group_index(name)
+            if gi < 0:
+                gi = next(i for i in range(h.n_groups) if not ld(&shm_group(h, i).generation))
+                g = shm_group(h, gi)
+                memset(g, 0, sizeof(GroupSlot))
+                bname = name.encode()[:NAME_CAP]
+                memcpy(g.name, <char *>bname, len(bname))
+                g.name_len = len(bname)
+                st(&g.generation, gen)
+            for srv in up.servers:
+                baddr = srv.address.encode()[:ADDR_CAP]
+                si = self.find_slot(gi, baddr, len(baddr))
+                if si < 0:
+                    si = self._free_slot()
+                    s = shm_slot(h, si)
+                    memset(s, 0, sizeof(BackendSlot))
+                    s.group = gi
+                    memcpy(s.address, <char *>baddr, len(baddr))
+                    s.address_len = len(baddr)
+                    s.weight = s.runtime_weight = srv.weight
+                    s.last_change_ms = t
+                    st(&s.generation, gen)
+                s = shm_slot(h, si)
+                if s.weight != srv.weight:     # a changed config weight wins over a runtime one
+                    st(&s.weight, srv.weight)
+                    st(&s.runtime_weight, srv.weight)
+                    add(&shm_group(h, gi).version, 1)
+                st(&s.backup, 1 if srv.backup else 0)
+                st(&s.max_conns, srv.max_conns)
+                st(&s.slow_start_ms, <int64_t>(srv.slow_start * 1000))
+                if up.health is None:
+                    st(&s.health, HEALTH_UP)   # nothing checks it any more
+            add(&shm_group(h, gi).version, 1)
+        return gen
+
+    cdef int _free_slot(self):
+        # the free slot freed longest ago would be best; the lowest never-used one is close enough, and
+        # reusing a just-freed slot is safe anyway (old workers check its generation)
+        cdef int i
+        for i in range(self.h.n_slots):
+            if not ld(&shm_slot(self.h, i).generation) and shm_slot(self.h, i).address_len == 0:
+                return i
+        for i in range(self.h.n_slots):
+            if not ld(&shm_slot(self.h, i).generation):
+                return i
+        return -1
+
+    def _group_name(self, int i):
+        cdef GroupSlot *g = shm_group(self.hdr(), i)
+        return g.name[:g.name_len].decode()
+
+    def _slot_key(self, int i):
+        cdef BackendSlot *s = shm_slot(self.hdr(), i)
+        return (self._group_name(s.group), s.address[:s.address_len].decode())
+
+    # --- worker rows --------------------------------------------------------------------------------
+
+    def claim_row(self, pid=None):
+        """A free row for this worker (CAS 0 -> pid); its counters start at zero."""
+        cdef ShmHeader *h = self.hdr()
+        cdef int r
+        cdef int64_t p = os.getpid() if pid is None else pid
+        for r in range(h.n_rows):
+            if cas(&shm_row(h, r).pid, 0, p):
+                return r
+        raise RuntimeError("no free worker row in the shared table")
+
+    def release_row(self, pid):
+        """A worker died or exited: take its in-flight count off the slots and free its row."""
+        cdef ShmHeader *h = self.hdr()
+        cdef int r, i
+        cdef int64_t *act
+        cdef int64_t n
+        for r in range(h.n_rows):
+            if ld(&shm_row(h, r).pid) != pid:
+                continue
+            act = row_active(h, r)
+            for i in range(h.n_slots):
+                n = ld(&act[i])
+                if n:
+                    add(&shm_slot(h, i).active, -n)
+            memset(row_active(h, r), 0, 3 * 8 * h.n_slots)
+            st(&shm_row(h, r).heartbeat_ms, 0)
+            st(&shm_row(h, r).pid, 0)
+            return True
+        return False
+
+    def reap_rows(self):
+        """Release the rows of processes that no longer exist (after a master crash or SIGKILL)."""
+        cdef ShmHeader *h = self.hdr()
+        dead = []
+        for r in range(h.n_rows):
+            pid = ld(&shm_row(h, r).pid)
+            if pid:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    dead.append(pid)
+                except PermissionError:
+                    pass
+        for pid in dead:
+            self.release_row(pid)
+        return dead
+
+    def rows(self):
+        cdef ShmHeader *h = self.hdr()
+        t = now_ms()
+        return [{"row": r, "pid": ld(&shm_row(h, r).pid),
+                 "heartbeat_age": (t - ld(&shm_row(h, r).heartbeat_ms)) / 1000.0}
+                for r in range(h.n_rows) if ld(&shm_row(h, r).pid)]
+
+    # --- operator and health-checker writes ---------------------------------------------------------
+
+    def _slot_of(self, upstream, address):
+        i = self.find(upstream, address)
+        if i < 0:
+            raise KeyError(f"no server {address} in upstream {upstream}")
+        return i
+
+    def set_admin(self, upstream, address, state):
+        """state: "enabled", "draining" or "disabled" (fastproxy enable|drain|disable)."""
+        codes = {v: k for k, v in ADMIN_NAMES.items()}
+        if state not in codes:
+            raise ValueError(f"unknown admin state {state!r}")
+        cdef BackendSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
+        if ld(&s.admin) != codes[state]:
+            st(&s.admin, codes[state])
+            st(&s.last_change_ms, now_ms())
+            if codes[state] == ADMIN_ENABLED:
+                st(&s.slow_start_since_ms, now_ms())
+
+    def set_weight(self, upstream, address, int weight):
+        if not 1 <= weight <= 1000:
+            raise ValueError("weight must be 1..1000")
+        cdef BackendSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
+        st(&s.runtime_weight, weight)
+        add(&shm_group(self.h, s.group).version, 1)
+
+    def set_health(self, int slot, bint up):
+        """The health checker's verdict; a server coming up starts its slow start and passive slate."""
+        cdef BackendSlot *s = shm_slot(self.hdr(), slot)
+        cdef int64_t t = now_ms()
+        cdef int64_t want = HEALTH_UP if up else HEALTH_DOWN
+        if ld(&s.health) == want:
+            return False
+        if up:
+            st(&s.down_until_ms, 0)
+            st(&s.fail_count, 0)
+            st(&s.fails, 0)
+            st(&s.slow_start_since_ms, t)
+        st(&s.health, want)
+        st(&s.last_change_ms, t)
+        return True
+
+    def count_check(self, int slot):
+        add(&shm_slot(self.hdr(), slot).checks, 1)
+
+    def _test_add_active(self, int slot, long n):
+        """Test hook: n atomic increments of a slot's global active count (the fork test hammers it)."""
+        cdef int64_t *p = &shm_slot(self.hdr(), slot).active
+        cdef long _i
+        for _i in range(n):
+            add(p, 1)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def snapshot(self):
+        """Every assigned server as a dict (read-only copy): fastproxy backends, status, tests."""
+        cdef ShmHeader *h = self.hdr()
+        cdef BackendSlot *s
+        cdef int i, r
+        cdef int64_t requests, errors, t = now_ms()
+        out = []
+        live_rows = [r for r in range(h.n_rows) if ld(&shm_row(h, r).pid)]
+        for i in range(h.n_slots):
+            s = shm_slot(h, i)
+            if not ld(&s.generation):
+                continue
+            requests = errors = 0
+            for r in live_rows:
+                requests += ld(&row_requests(h, r)[i])
+                errors += ld(&row_errors(h, r)[i])
+            admin = ld(&s.admin)
+            passive_down = ld(&s.down_until_ms) > 0
+            if admin == ADMIN_DISABLED:
+                state = "disabled"
+            elif admin == ADMIN_DRAINING:
+                state = "draining"
+            elif ld(&s.health) == HEALTH_DOWN or passive_down:
+                state = "down"
+            else:
+                state = "up"
+            out.append({
+                "slot": i,
+                "upstream": self._group_name(s.group),
+                "address": s.address[:s.address_len].decode(),
+                "state": state,
+                "admin": ADMIN_NAMES.get(admin, "?"),
+                "health": "up" if ld(&s.health) == HEALTH_UP else "down",
+                "passive_down": passive_down,
+                "weight": ld(&s.runtime_weight),
+                "config_weight": ld(&s.weight),
+                "backup": bool(ld(&s.backup)),
+                "max_conns": ld(&s.max_conns),
+                "active": ld(&s.active),
+                "requests": requests,
+                "errors": errors,
+                "fails": ld(&s.fails),
+                "ewma_ms": ld(&s.ewma_us) / 1000.0,
+                "checks": ld(&s.checks),
+                "since_change": (t - ld(&s.last_change_ms)) / 1000.0,
+                "generation": ld(&s.generation),
+            })
+        return out
+
+
+_current = None
+
+
+def create_for(config):
+    """The master's call before forking: create or attach the named table and assign config to it."""
+    global _current
+    path = path_for(config)
+    table = ShmTable(path, True, *sizes_for(config))
+    table.reap_rows()
+    table.assign(config)
+    _current = table
+    return table
+
+
+def table_for(config):
+    """The table this process should use for config: the one the master made (inherited through fork),
+    else the named one, else (a core built without a master, e.g. in a test) a private anonymous one."""
+    global _current
+    if _current is not None:
+        return _current
+    path = path_for(config)
+    if path is not None and os.path.exists(path):
+        try:
+            _current = ShmTable(path)
+            return _current
+        except ValueError:
+            pass
+    _current = ShmTable(None, True, *sizes_for(config))
+    _current.assign(config)
+    return _current
