@@ -18,6 +18,7 @@ import time
 import tomllib
 
 from fastproxy import __version__, config, pidfile
+from fastproxy import control as control_backends
 from fastproxy.errors import ConfigErrors
 
 POLL = 0.05     # seconds between looks at pidfiles and /proc while a command waits
@@ -178,23 +179,32 @@ def cmd_upgrade(args):
         raise CommandError(f"an upgrade is already in progress ({path}{pidfile.OLDBIN} names a live master)")
     send(old, signal.SIGUSR2)
     print(f"sent SIGUSR2 to master {old}; waiting up to {timeout:g}s for the new master's workers")
-
-    def new_master():
-        pid = pidfile.read(path)
-        return pid if pid not in (None, old) and pidfile.is_master(pid) else None
-
-    def new_candidates():
-        return [p for p, t in children(old) if not t.startswith("fastproxy: worker")]
-
-    ready = wait_until(lambda: new_master() or not pidfile.is_master(old), time.monotonic() + timeout)
-    new = new_master()
+    deadline = time.monotonic() + timeout
+    # The old master renames its pidfile to .oldbin right after forking the new master. Waiting for that
+    # is not bounded by --timeout: giving up before the USR2 is handled would leave two masters behind.
+    acked = time.monotonic() + max(timeout, 10.0)
+    if not wait_until(lambda: pidfile.read(path + pidfile.OLDBIN) == old or not pidfile.is_master(old), acked):
+        raise CommandError(f"master {old} did not start a new master (see its error log)")
     if not pidfile.is_master(old):
         raise CommandError(f"the old master {old} is gone")
-    if not ready or new is None:
-        print(f"the new master is not ready after {timeout:g}s: rolling back", file=sys.stderr)
-        for pid in new_candidates():
-            send(pid, signal.SIGQUIT)
-            print(f"sent SIGQUIT to the new master {pid}", file=sys.stderr)
+    started = [p for p, t in children(old) if not t.startswith("fastproxy: worker")]
+    if len(started) != 1:
+        raise CommandError(f"cannot tell the new master among the children of {old}: {started}")
+    new = started[0]
+
+    def alive(pid):
+        return os.path.exists(f"/proc/{pid}") and pidfile.process_title(pid) != ""
+
+    # The new master writes the pidfile once its workers are ready.
+    wait_until(lambda: pidfile.read(path) == new or not alive(new), deadline)
+    if not alive(new) or pidfile.read(path) != new:
+        if alive(new):
+            print(f"the new master {new} is not ready after {timeout:g}s: rolling back (SIGQUIT to it)",
+                  file=sys.stderr)
+            send(new, signal.SIGQUIT)
+        else:
+            print(f"the new master {new} exited before it was ready (see the error log): rolling back",
+                  file=sys.stderr)
         if wait_until(lambda: pidfile.read(path) == old, time.monotonic() + drain + 10):
             print(f"rolled back: master {old} serves", file=sys.stderr)
         return 1
@@ -303,6 +313,8 @@ def build_parser():
     s.set_defaults(func=cmd_upgrade)
     s = control("status", "which masters and workers run, with their generation and config file")
     s.set_defaults(func=cmd_status)
+
+    control_backends.add_commands(sub)     # backends, drain, enable, disable, weight (fastproxy/control.py)
 
     s = sub.add_parser("demo", help="run the proxy in front of three built-in demo backends")
     s.add_argument("--port", type=int, default=8080, help="port of the proxy on 127.0.0.1 (default: 8080)")

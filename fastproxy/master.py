@@ -41,8 +41,9 @@ from dataclasses import dataclass
 
 from setproctitle import setproctitle
 
+from fastproxy import _shm as shm
 from fastproxy import config as config_mod
-from fastproxy import errors, pidfile, sockets
+from fastproxy import errors, health, pidfile, sockets
 from fastproxy import log as logs
 from fastproxy.errors import ConfigErrors, HaltServer
 from fastproxy.log import log
@@ -162,6 +163,7 @@ class Master:
                 for sig in self.wait_for_events(self.loop_timeout()):
                     self.dispatch(sig)
                 self.reap_children()
+                self.checker.poll()
                 self.check_ready()
                 self.spawn_missing_workers()
                 self.kill_unresponsive_workers()
@@ -184,7 +186,8 @@ class Master:
         inherited = os.environ.pop(sockets.FDS_ENV, "")
         old = os.environ.pop(OLD_MASTER_ENV, "")
         self.old_master = int(old) if old.isdigit() else None
-        if self.pidfile_path:
+        if self.pidfile_path and pidfile.read(self.pidfile_path) != self.old_master:
+            # (the old master of an upgrade renames its pidfile to .oldbin right after starting us)
             try:
                 pidfile.check_stale(self.pidfile_path, log)
             except RuntimeError as e:
@@ -199,6 +202,7 @@ class Master:
             raise HaltServer(f"cannot start: {e.strerror}", 1) from None
         self.listeners.close_unused(self.config.listens, self.nworkers)    # inherited ones no longer listed
         self.heartbeats = Heartbeats()
+        self.start_balancing()
         listens = ", ".join(listen.address for listen in self.config.listens)
         log(f"fastproxy master started: {self.config.path}, listening on {listens}, "
             f"{self.nworkers} worker(s)")
@@ -278,6 +282,9 @@ class Master:
     def handle_quit(self):
         """Graceful shutdown: workers stop accepting and finish in-flight requests, up to drain_timeout."""
         log(f"graceful shutdown (SIGQUIT), draining for up to {self.config.server.drain_timeout:g}s")
+        # Our copies of the listening sockets go now: with no successor holding them, they close as soon as
+        # the workers exit. (A new master from USR2 holds its own copies, which stay open.)
+        self.listeners.close_all()
         self.stop_workers(graceful=True)
         raise HaltServer("graceful shutdown complete", 0)
 
@@ -311,6 +318,9 @@ class Master:
             logs.configure(new.log.error_log)      # opened once already by load_new_config
         if new.server.pidfile != self.config.server.pidfile:
             log("note: a changed [server] pidfile takes effect at the next start, not on reload")
+        if not self.assign_table(new, keep=self.config):
+            return
+        self.checker.restart(new)
         self.pending = PendingReload(self.config, self.generation, self.nworkers,
                                      time.monotonic() + new.server.ready_timeout)
         self.config = new
@@ -359,9 +369,6 @@ class Master:
         if self.old_master is not None and pidfile.is_master(self.old_master):
             log(f"SIGUSR2 refused: the old master {self.old_master} of the last upgrade still runs; QUIT it first")
             return
-        path = self.config.server.pidfile
-        if path and self.pidfile_written and pidfile.rename(path, path + pidfile.OLDBIN, self.pid):
-            self.pidfile_path = path + pidfile.OLDBIN
         env = dict(os.environ)
         env[sockets.FDS_ENV] = self.listeners.encode()
         env[OLD_MASTER_ENV] = str(self.pid)
@@ -374,6 +381,10 @@ class Master:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
         self.new_master = pid
+        # Renamed only now: once .oldbin exists, the new master does too (`fastproxy upgrade` relies on it).
+        path = self.config.server.pidfile
+        if path and self.pidfile_written and pidfile.rename(path, path + pidfile.OLDBIN, self.pid):
+            self.pidfile_path = path + pidfile.OLDBIN
         moved = f"; pidfile renamed to {self.pidfile_path}" if self.pidfile_path != path else ""
         log(f"binary upgrade (SIGUSR2): started new master {pid}: {' '.join(args)}{moved}")
 
@@ -443,6 +454,7 @@ class Master:
         log(f"reload complete: generation {self.generation} ready ({self.nworkers} worker(s)); "
             f"retiring {len(old)} old worker(s) gracefully")
         self.retire(old)
+        self.assign_table(self.config)      # frees the slots of servers the reload removed
         if self.reload_again:
             self.reload_again = False
             self.handle_hup()
@@ -456,6 +468,8 @@ class Master:
             w.kill_at = time.monotonic() + FAST_STOP_TIMEOUT
             self.kill(w, signal.SIGTERM)
         self.config, self.generation, self.nworkers = p.old_config, p.old_generation, p.old_nworkers
+        self.assign_table(self.config)
+        self.checker.restart(self.config)
         try:
             logs.configure(self.config.log.error_log)
         except OSError:
@@ -535,6 +549,7 @@ class Master:
                 self.new_master_died(status)
 
     def worker_died(self, w, status):
+        self.table.release_row(w.pid)       # its in-flight counts leave the shared table with it
         self.close_ready_pipe(w)
         self.heartbeats.give(w.heartbeat)
         lived = time.monotonic() - w.started
@@ -621,6 +636,32 @@ class Master:
         except ProcessLookupError:
             pass
 
+    # --- load balancing (issue 4): the shared backend table and the health checker -----------------
+
+    def start_balancing(self):
+        """Create (or, after a binary upgrade, attach to) the named table before any fork; start the checker."""
+        try:
+            self.table = shm.create_for(self.config)
+        except (OSError, ValueError) as e:
+            raise HaltServer(f"cannot create the shared backend table: {e}", 1) from None
+        self.checker = health.CheckerProcess(self.config, self.table, unblock=QUEUED_SIGNALS,
+                                             close_fds=lambda: [*self.pipe, *self.listeners.all_fds()])
+        self.checker.start()
+
+    def assign_table(self, new, keep=None):
+        try:
+            self.table.assign(new, keep=keep)
+            return True
+        except ValueError as e:
+            log(f"reload refused: {e}; the running configuration keeps serving, unchanged")
+            return False
+
+    def stop_balancing(self):
+        if getattr(self, "checker", None) is not None:
+            self.checker.stop()
+        if getattr(self, "table", None) is not None and self.new_master is None:
+            self.table.unlink()             # a new master (binary upgrade) keeps using it
+
     # --- pidfile and cleanup -----------------------------------------------------------------------
 
     def write_pidfile(self):
@@ -631,6 +672,7 @@ class Master:
         self.pidfile_written = True
 
     def cleanup(self):
+        self.stop_balancing()
         if self.pidfile_written:
             pidfile.remove(self.pidfile_path, self.pid)
         if self.new_master is not None:
