@@ -4,6 +4,7 @@
 import socket
 
 import pytest
+from helpers import procs
 from helpers.config import proxy_config
 from helpers.running import free_port, settle, wait_closed_backend_side
 
@@ -208,3 +209,33 @@ def test_upstream_connect_timeout_504(proxy, backends, blackhole):
     p = proxy(proxy_config({"app": [blackhole]}, timeouts={"upstream_connect": "1s"}))
     r = p.client().get("/")
     assert r.status == 504
+
+
+def test_chunked_body_over_limit_413(proxy, backends):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, limits={"max_body_size": 1000}))
+    c = p.client()
+    c.send(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+    c.send(b"258\r\n" + b"a" * 600 + b"\r\n" + b"258\r\n" + b"b" * 600 + b"\r\n0\r\n\r\n")
+    assert_refused(c, 413)
+    settle(p, [b])
+    # the head may have gone out before the body grew too large; then that upstream connection is closed
+    # and the backend never got a complete request
+    for rec in b.messages():
+        assert rec.requests == []
+        assert rec.closed
+
+
+def test_upstream_pool_size_limit(proxy, backends):
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, upstream_options={"keepalive": 1}))
+    clients = [p.client() for _ in range(3)]
+    # three requests in flight at once need three upstream connections
+    for c in clients:
+        c.send(b"GET /slow/300 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    for c in clients:
+        assert c.response().status == 200
+    assert b.connections() == 3
+    # afterwards the pool keeps at most one of them
+    procs.wait_for(lambda: b.open_connections() == 1, message="pool trimmed to keepalive = 1")
+    procs.wait_for(lambda: p.total("upstream_idle") == 1, message="one idle upstream connection")
