@@ -4,8 +4,8 @@
 Rules:
 - Only this file knows the layout. Every field written by more than one process is written with
   __atomic_* (the inline helpers of _shm.pxd). A layout change bumps LAYOUT_VERSION.
-- The master creates the table before forking, as a named file under /dev/shm derived from the pidfile
-  (or else the config file) path, so `fastproxy backends` and a new master after a binary upgrade open it
+- The master creates the table before forking, as a named file under /dev/shm derived from the config
+  file's path, so `fastproxy backends` and a new master after a binary upgrade open it
   by name. assign(config) is the master's alone: it keeps the slot (and state) of every (upstream,
   address) that remains, gives new servers fresh slots and bumps the generation, so a draining old
   worker sees that a slot it bound was reassigned.
@@ -40,16 +40,17 @@ def monotonic_ms():
 
 
 def path_for(config):
-    """The table's name under /dev/shm for this config: from the pidfile path, else the config path.
+    """The table's name under /dev/shm for this config: derived from the config file's real path, which
+    `fastproxy backends -c FILE` and a new master after a binary upgrade (same -c FILE) know too.
 
     None for a config that came from no file ("<demo>", "<string>"): the table is then anonymous.
     """
-    pidfile = getattr(config.server, "pidfile", None)
-    base = os.path.abspath(pidfile) if pidfile else (None if config.path.startswith("<") else
-                                                     os.path.abspath(config.path))
-    if base is None:
-        return None
-    return "/dev/shm/fastproxy-" + hashlib.sha1(base.encode()).hexdigest()[:16]
+    return None if config.path.startswith("<") else path_for_file(config.path)
+
+
+def path_for_file(config_file):
+    real = os.path.realpath(config_file)
+    return "/dev/shm/fastproxy-" + hashlib.sha1(real.encode()).hexdigest()[:16]
 
 
 def sizes_for(config):
@@ -211,11 +212,12 @@ cdef class ShmTable:
 
     # --- the master: assign slots for a config ------------------------------------------------------
 
-    def assign(self, config):
+    def assign(self, config, keep=None):
         """Bind every (upstream, server) of config to a slot: kept if it was there, fresh if new.
 
-        Slots and groups no longer in the config are freed. Raises ValueError (nothing changed) when the
-        table has no room; the caller keeps the old config then.
+        Slots and groups in neither config nor keep are freed (keep: the running config while a reload
+        is pending, so old workers keep their slots and a rollback finds them unchanged). Raises
+        ValueError (nothing changed) when the table has no room; the caller keeps the old config then.
         """
         cdef ShmHeader *h = self.hdr()
         cdef GroupSlot *g
@@ -224,6 +226,9 @@ cdef class ShmTable:
         cdef int64_t gen, t = now_ms()
         wanted = {(name, srv.address) for name, up in config.upstreams.items() for srv in up.servers}
         keep_groups = set(config.upstreams)
+        if keep is not None:
+            wanted |= {(name, srv.address) for name, up in keep.upstreams.items() for srv in up.servers}
+            keep_groups |= set(keep.upstreams)
         # room check first, so a failure changes nothing
         free_groups = sum(1 for i in range(h.n_groups) if not ld(&shm_group(h, i).generation)
                           or self._group_name(i) not in keep_groups)
