@@ -27,6 +27,10 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.unistd cimport close, read
 
 from fastproxy._accesslog cimport AccessLog, LogRecord
+from fastproxy._balancer cimport (KEY_CLIENT_IP, KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI,
+                                  OUTCOME_ABORTED, OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK,
+                                  OUTCOME_RESET, OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer,
+                                  hash_bytes)
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE,
                               METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE,
                               ChunkState, ForwardInfo, HeaderField, Limits, RequestHead, ResponseHead,
@@ -45,6 +49,8 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EP
 import os
 import struct
 
+from fastproxy import _shm
+
 DEF MAX_EVENTS = 512
 DEF SWEEP_MS = 100
 DEF HEAD_SLACK = 4096          # room a rewritten head may grow by (forwarding fields, Connection)
@@ -53,6 +59,7 @@ DEF DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is cl
 # epoll data: an odd value is a listener ((fd << 1) | 1), TAG_WAKEUP the signal pipe, anything else
 # a pointer to a Client or Upstream (kept alive by Core.live).
 DEF TAG_WAKEUP = 2
+DEF TRIED_MAX = 32             # servers one request may try (the balancer's `tries` is capped by it)
 
 # What a client connection is doing.
 cdef enum ClientState:
@@ -100,6 +107,17 @@ cdef inline bint failure_allows_retry(int f, int method) noexcept nogil:
     if f == F_STALE or f == F_RESET:
         return is_idempotent(method)
     return 0
+
+
+cdef inline int failure_outcome(int f) noexcept nogil:
+    # what the balancer's passive checks hear about the server
+    if f == F_CONNECT or f == F_CONNECT_TIMEOUT:
+        return OUTCOME_CONNECT_FAIL
+    if f == F_TIMEOUT:
+        return OUTCOME_TIMEOUT
+    if f == F_STALE:
+        return OUTCOME_ABORTED    # the pooled connection was stale, not the server
+    return OUTCOME_RESET
 
 
 cdef inline int failure_status(int f) noexcept nogil:
@@ -240,8 +258,6 @@ cdef struct Route:
 cdef struct Server:
     sockaddr_storage addr
     socklen_t addr_len
-    int weight
-    int current              # smooth weighted round robin (nginx's algorithm)
     int upstream
     char text[64]            # "ip:port", for the access log
     int text_len
@@ -252,7 +268,6 @@ cdef struct UpstreamGroup:
     int n_servers
     int keepalive            # idle connections kept per server
     double keepalive_timeout
-    int tries
 
 
 cdef bint host_matches(const Route *r, const char *host, Py_ssize_t n) noexcept nogil:
@@ -343,8 +358,16 @@ cdef class Client:
     cdef long long req_body_seen
     cdef ChunkState req_chunk
     cdef int upstream_group
-    cdef int tries
-    cdef uint64_t tried          # servers already tried (bit per server index modulo 64)
+    cdef int tried[TRIED_MAX]    # servers already tried for this request
+    cdef int n_tried
+    cdef int picked              # the server the balancer gave us (-1: none held); released once
+    cdef double picked_at
+    cdef double response_seconds # pick to response head, for least_time
+    cdef int sticky_server       # taken for this request by its sticky cookie, not yet used (-1: none)
+    cdef int cookie_server       # the server the request's sticky cookie names (-1: none or gone)
+    cdef uint64_t key            # hash of the balancing key (hash / sticky hash)
+    cdef bint waiting            # queued: every candidate server is at max_conns
+    cdef double wait_deadline
     cdef int last_failure
     cdef bint no_pool            # after a stale pooled connection: connect afresh
     cdef bint sent_continue
@@ -375,6 +398,8 @@ cdef class Core:
     cdef list listen_fds
     cdef dict live                # fd -> Client | Upstream
     cdef list graveyard           # closed this batch: kept alive until the batch's events are done
+    cdef Balancer balancer
+    cdef list waiting             # clients queued for a server at max_conns, oldest first
     cdef dict group_index
     cdef list pools               # per server: list of idle Upstream
     cdef Limits limits
@@ -408,8 +433,11 @@ cdef class Core:
     def __cinit__(self):
         self.epfd = -1
 
-    def __init__(self, config, listen_fds, int worker_id=0):
+    def __init__(self, config, listen_fds, int worker_id=0, Balancer balancer=None):
         self.worker_id = worker_id
+        self.balancer = balancer if balancer is not None else Balancer(config, _shm.table_for(config),
+                                                                       worker_id)
+        self.waiting = []
         self.listen_fds = list(listen_fds)
         self.live = {}
         self.graveyard = []
@@ -456,13 +484,11 @@ cdef class Core:
             self.groups[gi].n_servers = len(up.servers)
             self.groups[gi].keepalive = up.keepalive
             self.groups[gi].keepalive_timeout = up.keepalive_timeout
-            self.groups[gi].tries = max(1, up.tries)
             for s in up.servers:
                 fill_sockaddr(&self.servers[index], s.host, s.port)
                 text = (("[%s]:%d" if ":" in s.host else "%s:%d") % (s.host, s.port)).encode()[:63]
                 memcpy(self.servers[index].text, <char *>text, len(text))
                 self.servers[index].text_len = len(text)
-                self.servers[index].weight = max(1, s.weight)
                 self.servers[index].upstream = gi
                 index += 1
 
@@ -623,6 +649,9 @@ cdef class Core:
                     self.upstream_timeout(u)
         if self.draining and (self.n_client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
+        self.balancer.tick(self.now)
+        if self.waiting:
+            self.serve_waiting()
         self.write_stats(False)
         self.beat()
         if self.alog is not None:
@@ -825,8 +854,11 @@ cdef class Core:
         c.req_head_len = head_len
         c.fwd = c.rb.start + head_len
         c.replayable = 1
-        c.tries = 0
-        c.tried = 0
+        c.n_tried = 0
+        c.picked = -1
+        c.sticky_server = -1
+        c.cookie_server = -1
+        c.wait_deadline = 0
         c.no_pool = 0
         c.last_failure = 0
         c.sent_continue = 0
@@ -851,6 +883,7 @@ cdef class Core:
             self.answer_error(c, 404)
             return
         c.upstream_group = group
+        self.balancing_key(c)
         c.state = CS_PROXY
         c.deadline = 0
         # RFC 9110 10.1.1: we want the body, so say so now, unless it is already on its way.
@@ -936,37 +969,103 @@ cdef class Core:
 
     # --- choosing and connecting to a backend ---------------------------------------------------
 
-    cdef int pick_server(self, Client c):
-        """Smooth weighted round robin over the servers not tried yet (nginx's algorithm)."""
-        cdef UpstreamGroup *g = &self.groups[c.upstream_group]
-        cdef int i, best = -1, total = 0
-        cdef Server *s
-        for i in range(g.first_server, g.first_server + g.n_servers):
-            if c.tried & (<uint64_t>1 << (i & 63)):
+    cdef void balancing_key(self, Client c):
+        """What the balancer needs from the request: the hash key, and the server a sticky cookie names."""
+        cdef const char *base = c.rb.data + c.req_start
+        cdef const char *name
+        cdef Py_ssize_t name_len = 0, off = -1, n = 0
+        cdef int kind = self.balancer.key_kind(c.upstream_group)
+        c.key = 0
+        if kind != KEY_NONE:
+            if kind == KEY_URI:
+                off, n = c.req.path.off, c.req.path.len
+            elif kind == KEY_HEADER or kind == KEY_COOKIE:
+                name = self.balancer.key_name(c.upstream_group, &name_len)
+                if kind == KEY_HEADER:
+                    find_header(base, &c.req, name, name_len, &off, &n)
+                else:
+                    find_cookie(base, &c.req, name, name_len, &off, &n)
+            # no such header or cookie (or client_ip asked for): the client address decides
+            c.key = hash_bytes(base + off, n) if off >= 0 else hash_bytes(c.addr, c.addr_len)
+        if self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE:
+            name = self.balancer.sticky_cookie_name(c.upstream_group, &name_len)
+            if find_cookie(base, &c.req, name, name_len, &off, &n):
+                c.sticky_server = self.balancer.sticky_slot(c.upstream_group, base + off, n, self.now)
+                c.cookie_server = c.sticky_server
+
+    cdef int pick(self, Client c):
+        """The next server for this request: its sticky server first, then the balancer's choice."""
+        cdef int srv
+        if c.n_tried >= TRIED_MAX or c.n_tried >= self.balancer.tries(c.upstream_group):
+            return -1
+        if c.n_tried == 0 and c.sticky_server >= 0:
+            srv = c.sticky_server         # sticky_slot() already took it for us
+            c.sticky_server = -1
+            return srv
+        if c.n_tried > 0 and c.last_failure != F_STALE and not self.balancer.may_retry(c.upstream_group,
+                                                                                       self.now):
+            return -1                     # the retry budget is spent: a sick pool is not hammered
+        return self.balancer.pick(c.upstream_group, c.key, c.tried, c.n_tried, self.now)
+
+    cdef void release_pick(self, Client c, int outcome):
+        """Tell the balancer how the exchange with the picked server ended (exactly once per pick)."""
+        cdef int srv = c.picked
+        if srv < 0:
+            return
+        c.picked = -1
+        if outcome == OUTCOME_OK and c.resp_started and c.response_seconds == 0:
+            c.response_seconds = self.now - c.picked_at
+        self.balancer.release(srv, outcome, c.response_seconds, self.now)
+        if self.waiting:
+            self.serve_waiting()
+
+    cdef void enqueue(self, Client c):
+        """Every candidate is at max_conns: wait (bounded in number and time) for one to free up."""
+        cdef int n = 0
+        for other in self.waiting:
+            if (<Client>other).upstream_group == c.upstream_group:
+                n += 1
+        if n >= self.balancer.max_queue(c.upstream_group):
+            self.answer_error(c, 503)
+            return
+        if c.wait_deadline == 0:
+            c.wait_deadline = self.now + self.balancer.queue_timeout(c.upstream_group)
+        c.waiting = 1
+        self.waiting.append(c)
+
+    cdef void serve_waiting(self):
+        """Give queued requests another try, oldest first; those past their deadline get 503."""
+        cdef Client c
+        queue = self.waiting
+        self.waiting = []
+        for obj in queue:
+            c = <Client>obj
+            if not c.waiting or c.state != CS_PROXY:
                 continue
-            s = &self.servers[i]
-            s.current += s.weight
-            total += s.weight
-            if best < 0 or s.current > self.servers[best].current:
-                best = i
-        if best >= 0:
-            self.servers[best].current -= total
-        return best
+            c.waiting = 0
+            if c.wait_deadline <= self.now:
+                self.answer_error(c, 503)
+            else:
+                self.connect_upstream(c)
 
     cdef void connect_upstream(self, Client c):
         cdef int srv
         cdef Upstream u
         cdef list pool
         while True:
-            if c.tries >= self.groups[c.upstream_group].tries:
-                srv = -1
-            else:
-                srv = self.pick_server(c)
-            if srv < 0:
-                self.answer_error(c, failure_status(c.last_failure) if c.last_failure else 502)
+            srv = self.pick(c)
+            if srv == PICK_FULL:
+                self.enqueue(c)
                 return
-            c.tries += 1
-            c.tried |= <uint64_t>1 << (srv & 63)
+            if srv < 0:
+                # nothing tried yet: no server available at all (down, disabled, drained)
+                self.answer_error(c, failure_status(c.last_failure) if c.last_failure else 503)
+                return
+            c.tried[c.n_tried] = srv
+            c.n_tried += 1
+            c.picked = srv
+            c.picked_at = self.now
+            c.response_seconds = 0
             u = None
             pool = <list>self.pools[srv]
             if not c.no_pool:
@@ -980,6 +1079,7 @@ cdef class Core:
                 u = self.open_upstream(srv)
                 if u is None:
                     c.last_failure = F_CONNECT
+                    self.release_pick(c, OUTCOME_CONNECT_FAIL)
                     continue
             else:
                 u.reused = 1
@@ -1044,6 +1144,7 @@ cdef class Core:
     cdef void upstream_failed(self, Client c, int failure):
         """A backend attempt failed before any response byte reached the client: retry or answer."""
         cdef Upstream u = c.up
+        self.release_pick(c, failure_outcome(failure))
         if u is not None:
             self.detach_and_close(c)
         if c.resp_started:
@@ -1051,9 +1152,8 @@ cdef class Core:
             return
         if failure == F_STALE:
             # The pooled connection was stale, not the server: do not count this server as tried.
-            if u is not None:
-                c.tried &= ~(<uint64_t>1 << (u.server & 63))
-                c.tries -= 1
+            if c.n_tried > 0:
+                c.n_tried -= 1
             c.no_pool = 1
         c.last_failure = failure
         if c.replayable and failure_allows_retry(failure, c.req.method):
@@ -1287,6 +1387,7 @@ cdef class Core:
             c.resp_state = RS_DONE
             u.resp.keep_alive = 0
             return 1
+        self.release_pick(c, OUTCOME_RESET)
         self.abort(c)                 # a truncated body: the client must see the connection end
         return -1
 
@@ -1322,6 +1423,10 @@ cdef class Core:
         if n < 0:
             self.upstream_failed(c, F_BAD_RESPONSE)
             return -1
+        c.response_seconds = self.now - c.picked_at
+        if (self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE and
+                c.cookie_server != u.server):
+            n = self.add_sticky_cookie(c, u.server, n)
         self.count_status(status)
         if c.log_open:
             c.log.status = status
@@ -1344,6 +1449,19 @@ cdef class Core:
             c.resp_state = RS_BODY
         return 1
 
+    cdef Py_ssize_t add_sticky_cookie(self, Client c, int srv, Py_ssize_t n):
+        """Insert Set-Cookie before the head's final CRLF: the client was new here or has moved."""
+        cdef Py_ssize_t k
+        if n + 16 > c.head_cap:
+            return n
+        memcpy(c.head + n - 2, b"Set-Cookie: ", 12)
+        k = self.balancer.sticky_cookie(c.upstream_group, srv, c.head + n + 10, c.head_cap - n - 14)
+        if k <= 0:
+            memcpy(c.head + n - 2, b"\r\n", 2)
+            return n
+        memcpy(c.head + n + 10 + k, b"\r\n\r\n", 4)
+        return n + 14 + k
+
     cdef void count_status(self, int status):
         if 400 <= status < 500:
             self.n_4xx += 1
@@ -1358,6 +1476,7 @@ cdef class Core:
             self.start_tunnel(c)
             return
         self.close_log(c, 0)
+        self.release_pick(c, OUTCOME_HTTP_5XX if u is not None and u.resp.status >= 500 else OUTCOME_OK)
         c.up = None
         if u is not None:
             u.client = None
@@ -1529,6 +1648,7 @@ cdef class Core:
 
     cdef void detach_and_close(self, Client c):
         cdef Upstream u = c.up
+        self.release_pick(c, OUTCOME_OK if c.state == CS_TUNNEL else OUTCOME_ABORTED)
         c.up = None
         out_clear(&c.out)
         if u is not None:
@@ -1564,6 +1684,7 @@ cdef class Core:
         if c.state == CS_CLOSED:
             return
         self.graveyard.append(c)
+        c.waiting = 0                 # serve_waiting() skips it
         self.close_log(c, 499)        # nginx's "client closed request" when nothing was answered
         if c.up is not None:
             self.detach_and_close(c)
@@ -1590,6 +1711,57 @@ cdef class Core:
         self.live.pop(u.fd, None)
         self.free_buffers(&u.rb, &u.head)
         self.n_upstream_open -= 1
+
+
+cdef bint find_header(const char *base, const RequestHead *req, const char *name, Py_ssize_t n,
+                      Py_ssize_t *off, Py_ssize_t *length) noexcept nogil:
+    """The value of the first field called name (case-insensitive)."""
+    cdef int i
+    for i in range(req.n_headers):
+        if name_is_ci(base, &req.headers[i], name, n):
+            off[0] = req.headers[i].value.off
+            length[0] = req.headers[i].value.len
+            return 1
+    off[0] = -1
+    return 0
+
+
+cdef bint find_cookie(const char *base, const RequestHead *req, const char *name, Py_ssize_t n,
+                      Py_ssize_t *off, Py_ssize_t *length) noexcept nogil:
+    """The value of cookie `name` in the Cookie fields (RFC 6265 5.4: "a=1; b=2")."""
+    cdef int i
+    cdef Py_ssize_t p, end, eq, vend
+    for i in range(req.n_headers):
+        if not name_is(base, &req.headers[i], b"cookie", 6):
+            continue
+        p = req.headers[i].value.off
+        end = p + req.headers[i].value.len
+        while p < end:
+            while p < end and (base[p] == b' ' or base[p] == b';'):
+                p += 1
+            vend = p
+            while vend < end and base[vend] != b';':
+                vend += 1
+            eq = p
+            while eq < vend and base[eq] != b'=':
+                eq += 1
+            if eq < vend and eq - p == n and memcmp(base + p, name, n) == 0:
+                off[0] = eq + 1
+                length[0] = vend - eq - 1
+                return 1
+            p = vend
+    off[0] = -1
+    return 0
+
+
+cdef bint name_is_ci(const char *base, const HeaderField *h, const char *name, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if h.name.len != n:
+        return 0
+    for i in range(n):
+        if lower(base[h.name.off + i]) != lower(name[i]):
+            return 0
+    return 1
 
 
 cdef void fill_sockaddr(Server *s, str host, int port) except *:
