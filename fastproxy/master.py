@@ -353,8 +353,8 @@ class Master:
 
     def handle_usr1(self):
         """Reopen the logs (after rotation): the master's error log, and every worker's logs."""
-        log("SIGUSR1: reopening log files")
         logs.reopen()
+        log("SIGUSR1: reopened the error log; telling the workers to reopen theirs and the access log")
         self.signal_workers(signal.SIGUSR1)
 
     def handle_usr2(self):

@@ -120,7 +120,7 @@ def test_control_commands_and_status(tmp_path, demo, served):
     assert get(p.port).header("x-backend") == b"B"
     r = cli("reopen", "-c", p.config_path)
     assert r.returncode == 0
-    p.wait_log("SIGUSR1: reopening log files")
+    p.wait_log("SIGUSR1: reopened the error log")
     r = cli("quit", "-c", p.config_path)
     assert r.returncode == 0
     assert p.proc.wait(timeout=30) == 0
