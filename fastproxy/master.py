@@ -344,8 +344,9 @@ class Master:
         for what, path in (("error log", new.log.error_log), ("access log", new.log.access_log)):
             if path is None:
                 continue
-            try:
-                os.close(logs.open_append(path))
+            try:    # O_NONBLOCK: a FIFO without a reader must not hang the master (it is refused: ENXIO)
+                os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK,
+                                 0o644))
             except OSError as e:
                 log(f"reload refused: {new.path}: [log] {what.replace(' ', '_')}: cannot open {path}: {e.strerror}")
                 return None

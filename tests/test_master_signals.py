@@ -280,3 +280,23 @@ def test_reload_opens_and_closes_listeners_and_never_closes_one_that_stays(tmp_p
     assert not port_answers(p.port)
     assert get(second).status == 200
     assert listener_inodes(second) == kept
+
+
+def test_reload_whose_workers_are_not_ready_in_time_is_abandoned(tmp_path, demo, served):
+    a, b = demo("A"), demo("B")
+    workdir = str(tmp_path / "proxy")
+    p = served(serve_config(workdir, [a.address]))
+    workers = set(p.workers())
+    # no worker can import and build its core within a millisecond of its fork
+    p.write_config(serve_config(workdir, [b.address], port=p.port, server={"ready_timeout": "1ms"}))
+    os.kill(p.pid, signal.SIGHUP)
+    p.wait_log(r"reload abandoned: new workers not ready within 0\.001s; generation 1 keeps serving")
+    p.wait_log(r"worker \d \(pid \d+, gen 2\) exited")
+    procs.wait_for(lambda: set(p.workers()) == workers, message="only the generation 1 workers")
+    assert get(p.port).header("x-backend") == b"A"
+    # the same file with a sane timeout goes through
+    p.write_config(serve_config(workdir, [b.address], port=p.port))
+    os.kill(p.pid, signal.SIGHUP)
+    p.wait_log("reload complete: generation 2")
+    procs.wait_for(lambda: not workers & set(p.workers()), message="the old workers to retire")
+    assert get(p.port).header("x-backend") == b"B"
