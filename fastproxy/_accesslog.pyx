@@ -12,7 +12,7 @@ import time
 
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
-from posix.unistd cimport write
+from posix cimport unistd
 
 DEF BUFFER_SIZE = 131072
 DEF LINE_MAX = 16384              # a line never exceeds this: fields are bounded, escaping at most 6x
@@ -177,7 +177,7 @@ cdef class AccessLog:
     cdef void flush(self) noexcept:
         cdef Py_ssize_t off = 0, n
         while off < self.len and self.fd >= 0:
-            n = write(self.fd, self.buf + off, self.len - off)
+            n = unistd.write(self.fd, self.buf + off, self.len - off)
             if n <= 0:
                 break             # a full disk must not stop the proxy: the lines are dropped
             off += n

@@ -19,7 +19,7 @@ Rules of this module:
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport (EAGAIN, ECONNREFUSED, EINPROGRESS, EINTR, EMFILE, ENFILE,
+from libc.errno cimport (EAGAIN, EINPROGRESS, EINTR, EMFILE, ENFILE,
                          ENOBUFS, ENOMEM, errno)
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
@@ -27,7 +27,7 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.unistd cimport close, read
 
 from fastproxy._accesslog cimport AccessLog, LogRecord
-from fastproxy._balancer cimport (KEY_CLIENT_IP, KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI,
+from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI,
                                   OUTCOME_ABORTED, OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK,
                                   OUTCOME_RESET, OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer,
                                   hash_bytes)
@@ -170,12 +170,13 @@ cdef inline int copy_bounded(char *dst, Py_ssize_t cap, const char *src, Py_ssiz
     return <int>n
 
 
-cdef bint name_is(const char *base, const HeaderField *h, const char *lower_name, Py_ssize_t n) noexcept nogil:
+cdef bint name_is(const char *base, const HeaderField *h, const char *name, Py_ssize_t n) noexcept nogil:
+    """Whether the field's name is `name`, compared case-insensitively (RFC 9110 5.1)."""
     cdef Py_ssize_t i
     if h.name.len != n:
         return 0
     for i in range(n):
-        if lower(base[h.name.off + i]) != <unsigned char>lower_name[i]:
+        if lower(base[h.name.off + i]) != lower(name[i]):
             return 0
     return 1
 
@@ -362,7 +363,7 @@ cdef class Client:
     cdef int n_tried
     cdef int picked              # the server the balancer gave us (-1: none held); released once
     cdef double picked_at
-    cdef double response_seconds # pick to response head, for least_time
+    cdef double response_seconds  # pick to response head, for least_time
     cdef int sticky_server       # taken for this request by its sticky cookie, not yet used (-1: none)
     cdef int cookie_server       # the server the request's sticky cookie names (-1: none or gone)
     cdef uint64_t key            # hash of the balancing key (hash / sticky hash)
@@ -684,9 +685,9 @@ cdef class Core:
     cdef void accept_clients(self, int lfd):
         cdef sockaddr_storage addr
         cdef socklen_t alen
-        cdef int fd, one = 1, k
+        cdef int fd, one = 1, _
         cdef Client c
-        for k in range(64):
+        for _ in range(64):
             alen = sizeof(addr)
             fd = accept4(lfd, <sockaddr *>&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
@@ -1611,8 +1612,8 @@ cdef class Core:
 
     cdef void linger(self, Client c):
         cdef Py_ssize_t n
-        cdef int k
-        for k in range(16):
+        cdef int _
+        for _ in range(16):
             if not c.rd_ready:
                 return
             n = sock_read(c.fd, c.rb.data, c.rb.cap)
@@ -1718,7 +1719,7 @@ cdef bint find_header(const char *base, const RequestHead *req, const char *name
     """The value of the first field called name (case-insensitive)."""
     cdef int i
     for i in range(req.n_headers):
-        if name_is_ci(base, &req.headers[i], name, n):
+        if name_is(base, &req.headers[i], name, n):
             off[0] = req.headers[i].value.off
             length[0] = req.headers[i].value.len
             return 1
@@ -1752,16 +1753,6 @@ cdef bint find_cookie(const char *base, const RequestHead *req, const char *name
             p = vend
     off[0] = -1
     return 0
-
-
-cdef bint name_is_ci(const char *base, const HeaderField *h, const char *name, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    if h.name.len != n:
-        return 0
-    for i in range(n):
-        if lower(base[h.name.off + i]) != lower(name[i]):
-            return 0
-    return 1
 
 
 cdef void fill_sockaddr(Server *s, str host, int port) except *:
