@@ -25,6 +25,7 @@ import time
 
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
+from libc.math cimport ceil
 from libc.string cimport memcmp, memcpy, memset
 
 from fastproxy._shm cimport (ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_UP, BackendSlot, ShmTable, add,
@@ -585,6 +586,7 @@ cdef class Balancer:
         cdef int n = g.bring_len if backups else g.ring_len
         cdef int lo = 0, hi, mid, i, srv, r
         cdef double cap = 0
+        cdef bint bounded = 0
         if n == 0:
             return PICK_NONE
         hi = n
@@ -595,7 +597,8 @@ cdef class Balancer:
             else:
                 hi = mid
         if g.load_factor > 0:
-            cap = g.load_factor * (ld_relaxed(&shm_group(self.h, g.shm_group).active) + 1.0) / g.n
+            # consistent hashing with bounded loads: capacity ceil(factor x (in flight + 1) / servers)
+            cap = ceil(g.load_factor * (ld_relaxed(&shm_group(self.h, g.shm_group).active) + 1.0) / g.n)
         for i in range(n):
             srv = srvs[(lo + i) % n]
             if in_tried(srv, tried, n_tried) or not self.usable(srv, t, 0):
@@ -604,11 +607,17 @@ cdef class Balancer:
                 full[0] = 1
                 continue
             if cap > 0 and ld_relaxed(&shm_slot(self.h, self.servers[srv].slot).active) + 1 > cap:
+                bounded = 1
                 continue
             r = self.acquire(srv, t)
             if r == 1:
                 return srv
             full[0] = full[0] or r == 0
+        if bounded:         # every candidate was over the bound (other workers raced us): ignore it
+            g.load_factor, cap = -g.load_factor, g.load_factor
+            srv = self.pick_hash(g, backups, key, tried, n_tried, t, full)
+            g.load_factor = cap
+            return srv
         return PICK_NONE
 
     cdef void release(self, int server, int outcome, double response_seconds, double now) noexcept:
