@@ -1,6 +1,7 @@
-"""Print the Markdown config reference for the README, generated from fastproxy/config.py's tables.
+"""The Markdown config reference for the README, generated from fastproxy/config.py's tables.
 
-    python tools/gen_config_doc.py > /tmp/ref.md
+    python tools/gen_config_doc.py            # print it
+    python tools/gen_config_doc.py --readme   # write it between the README's config-reference markers
 
 The README's "Configuration reference" section is this output verbatim (a test compares them), so a key,
 default or doc changes in one place: the dataclass field in config.py.
@@ -50,5 +51,25 @@ def generate():
     return "\n".join(out).rstrip() + "\n"
 
 
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+
+
+def readme_section(text):
+    """The part of the README between the markers."""
+    return text[text.index(START) + len(START):text.index(END)]
+
+
+def write_readme():
+    with open(README) as f:
+        text = f.read()
+    head, tail = text[:text.index(START) + len(START)], text[text.index(END):]
+    with open(README, "w") as f:
+        f.write(head + generate() + tail)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(generate())
+    if sys.argv[1:] == ["--readme"]:
+        write_readme()
+    else:
+        sys.stdout.write(generate())
