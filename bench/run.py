@@ -212,7 +212,7 @@ def main(argv=None):
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rawdir = args.out / "raw" / stamp
     rawdir.mkdir(parents=True)
-    command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     tmp = tempfile.mkdtemp(prefix="fastproxy-bench-")
     started = []
     notes = []
