@@ -38,6 +38,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from setproctitle import setproctitle
 
@@ -73,6 +74,7 @@ class WorkerProc:
     retiring: bool = False      # told to stop (QUIT or TERM): never respawned
     kill_at: float = float("inf")   # retiring: killed if still there at this time
     killed: bool = False
+    config: object = None       # the config it runs: its servers keep their shared-table slots while it lives
 
 
 @dataclass
@@ -128,6 +130,17 @@ class Heartbeats:
             self.free.append(offset)
 
 
+class UnionConfig:
+    """Several configs seen as one by _shm.Table.assign(keep=...): every upstream with all their servers."""
+
+    def __init__(self, configs):
+        self.upstreams = {}
+        for c in configs:
+            for name, up in c.upstreams.items():
+                servers = self.upstreams.setdefault(name, SimpleNamespace(servers=[])).servers
+                servers.extend(s for s in up.servers if s.address not in {x.address for x in servers})
+
+
 class Master:
     def __init__(self, config, argv=None):
         self.config = config
@@ -141,6 +154,7 @@ class Master:
         self.failures = {}              # slot -> deaths in a row soon after start
         self.respawn_at = {}            # slot -> monotonic time before which it is not respawned
         self.pending = None             # PendingReload
+        self.table_dirty = False        # the shared table still holds slots of servers only old workers used
         self.reload_again = False       # a HUP that came during a pending reload
         self.winched = False            # WINCH: no workers wanted until HUP
         self.announced_ready = False    # "all workers ready" was logged for the current set
@@ -318,7 +332,7 @@ class Master:
             logs.configure(new.log.error_log)      # opened once already by load_new_config
         if new.server.pidfile != self.config.server.pidfile:
             log("note: a changed [server] pidfile takes effect at the next start, not on reload")
-        if not self.assign_table(new, keep=self.config):
+        if not self.assign_table(new, keep=self.configs_in_use()):
             return
         self.checker.restart(new)
         self.pending = PendingReload(self.config, self.generation, self.nworkers,
@@ -455,7 +469,7 @@ class Master:
         log(f"reload complete: generation {self.generation} ready ({self.nworkers} worker(s)); "
             f"retiring {len(old)} old worker(s) gracefully")
         self.retire(old)
-        self.assign_table(self.config)      # frees the slots of servers the reload removed
+        self.table_dirty = True             # the slots of removed servers are freed once the old workers are gone
         if self.reload_again:
             self.reload_again = False
             self.handle_hup()
@@ -469,7 +483,8 @@ class Master:
             w.kill_at = time.monotonic() + FAST_STOP_TIMEOUT
             self.kill(w, signal.SIGTERM)
         self.config, self.generation, self.nworkers = p.old_config, p.old_generation, p.old_nworkers
-        self.assign_table(self.config)
+        self.assign_table(self.config, keep=self.configs_in_use())
+        self.table_dirty = True
         self.checker.restart(self.config)
         try:
             logs.configure(self.config.log.error_log)
@@ -489,10 +504,18 @@ class Master:
             self.kill(w, signal.SIGQUIT)
 
     def close_unused_listeners(self):
-        """Close sockets no address or slot uses any more, once no worker that could hold them is left."""
+        """Close sockets no address or slot uses any more, and free the shared-table slots of servers no
+        config uses any more, once no worker that could still use them is left.
+
+        Why wait: a retiring worker still answers the next request on each kept-alive connection (with
+        "Connection: close"); if its servers' slots were freed under it, that request would get a 503.
+        """
         if self.pending or any(w.generation != self.generation or w.slot >= self.nworkers
                                for w in self.workers.values()):
             return
+        if self.table_dirty:
+            self.table_dirty = False
+            self.assign_table(self.config)
         closed = self.listeners.close_unused(self.config.listens, self.nworkers)
         if closed:
             log(f"closed {len(closed)} listening socket(s) the configuration no longer uses")
@@ -528,7 +551,8 @@ class Master:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
         os.close(w)
         os.set_blocking(r, False)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic(), r, heartbeat)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic(), r, heartbeat,
+                                       config=self.config)
         self.announced_ready = False
         log(f"worker {slot} (pid {pid}, gen {self.generation}) started")
 
@@ -649,6 +673,10 @@ class Master:
                                              close_fds=lambda: [*self.pipe, *self.listeners.all_fds()])
         self.checker.start()
 
+    def configs_in_use(self):
+        """The running config and those of every live worker, as one keep= argument for table.assign."""
+        return UnionConfig([self.config] + [w.config for w in self.workers.values() if w.config is not None])
+
     def assign_table(self, new, keep=None):
         try:
             self.table.assign(new, keep=keep)
@@ -660,8 +688,9 @@ class Master:
     def stop_balancing(self):
         if getattr(self, "checker", None) is not None:
             self.checker.stop()
-        if getattr(self, "table", None) is not None and self.new_master is None:
-            self.table.unlink()             # a new master (binary upgrade) keeps using it
+        old_master_lives = self.old_master is not None and pidfile.is_master(self.old_master)
+        if getattr(self, "table", None) is not None and self.new_master is None and not old_master_lives:
+            self.table.unlink()             # a new master (binary upgrade), or the old one after a rollback, keeps using it
 
     # --- pidfile and cleanup -----------------------------------------------------------------------
 
