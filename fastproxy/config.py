@@ -9,7 +9,7 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.server.forwarded          bool: also add an RFC 7239 Forwarded field
     Config.server.drain_timeout      float seconds a graceful stop (QUIT) may take before workers are killed
     Config.server.worker_heartbeat_timeout  float seconds without a heartbeat before a worker is killed as hung
-    Config.server.ready_timeout      float seconds new workers get to report ready (reload, start)
+    Config.server.ready_timeout      float seconds a reload's new workers get to report ready (else abandoned)
     Config.server.upgrade_timeout    float seconds `fastproxy upgrade` waits for the new master's workers
     Config.log.error_log             str | None: file for master and worker events; None = stderr
     Config.log.access_log            str | None: file for one line per request; None = off
@@ -262,7 +262,7 @@ class ServerTable(Table):
                                duration(allow_zero=True))
     worker_heartbeat_timeout: float = opt("10s", "A worker whose event loop has not beaten for this long is "
                                           "killed as hung and replaced.", duration())
-    ready_timeout: float = opt("10s", "How long new workers (reload, TTIN) get to report ready; a reload "
+    ready_timeout: float = opt("10s", "How long the new workers of a reload get to report ready; a reload "
                                "whose workers are not ready by then is abandoned and the old workers keep "
                                "serving.", duration())
     upgrade_timeout: float = opt("30s", "How long `fastproxy upgrade` waits for the new master's workers to "

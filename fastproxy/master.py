@@ -107,8 +107,8 @@ def backoff_delay(failures):
 class Heartbeats:
     """Shared anonymous memory (created before any fork): one float64 cell per live worker.
 
-    The worker's core writes time.monotonic()'s clock (CLOCK_MONOTONIC) into its cell every ~100 ms; NaN
-    means "this worker cannot beat" and is never taken for a hang.
+    The worker's core writes time.monotonic()'s clock (CLOCK_MONOTONIC) into its cell every ~100 ms, from
+    its event loop (Core.set_heartbeat); the master sets the cell to the spawn time, so start-up counts too.
     """
 
     def __init__(self, cells=HEARTBEAT_CELLS):

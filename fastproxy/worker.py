@@ -14,7 +14,6 @@ The worker never returns into the master's code: it leaves with os._exit().
 import ctypes
 import os
 import signal
-import struct
 import sys
 import traceback
 
@@ -25,7 +24,6 @@ from fastproxy import log as logs
 from fastproxy.log import log, set_role
 
 PR_SET_PDEATHSIG = 1
-NO_HEARTBEAT = float("nan")     # written by a worker whose core cannot beat: the master never kills it as hung
 
 # Signals the master uses for itself; a worker ignores them so a stray one cannot kill it.
 IGNORED = (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU)
@@ -129,10 +127,7 @@ class Worker:
         if self.heartbeat is None:
             return
         buf, offset = self.heartbeat
-        if hasattr(self.core, "set_heartbeat"):
-            self.core.set_heartbeat(buf, offset)
-        else:
-            struct.pack_into("d", buf, offset, NO_HEARTBEAT)
+        self.core.set_heartbeat(buf, offset)
 
     def install_signals(self):
         for sig in IGNORED:
