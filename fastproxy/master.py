@@ -240,8 +240,11 @@ class Master:
             fds = [self.pipe[0]]
             if ready_pipes:
                 fds += [w.ready_fd for w in self.workers.values() if w.ready_fd is not None]
+            poller = select.poll()      # not select(): fd numbers may pass 1024 with many listeners
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
             try:
-                readable, _, _ = select.select(fds, [], [], max(timeout, 0.0))
+                readable = [fd for fd, _ in poller.poll(max(timeout, 0.0) * 1000)]
             except InterruptedError:
                 readable = []
             if ready_pipes:
@@ -327,13 +330,16 @@ class Master:
         except OSError as e:
             log(f"reload refused: {e.strerror}; the running configuration keeps serving, unchanged")
             return
-        if new.log.error_log != self.config.log.error_log:
-            log(f"error log moves to {new.log.error_log or 'stderr'}")
-            logs.configure(new.log.error_log)      # opened once already by load_new_config
-        if new.server.pidfile != self.config.server.pidfile:
-            log("note: a changed [server] pidfile takes effect at the next start, not on reload")
         if not self.assign_table(new, keep=self.configs_in_use()):
             return
+        if new.log.error_log != self.config.log.error_log:
+            log(f"error log moves to {new.log.error_log or 'stderr'}")
+            try:
+                logs.configure(new.log.error_log)
+            except OSError as e:
+                log(f"cannot open error log {new.log.error_log}: {e.strerror}; keeping the old one")
+        if new.server.pidfile != self.config.server.pidfile:
+            log("note: a changed [server] pidfile takes effect at the next start, not on reload")
         self.checker.restart(new)
         self.pending = PendingReload(self.config, self.generation, self.nworkers,
                                      time.monotonic() + new.server.ready_timeout)
