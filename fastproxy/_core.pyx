@@ -339,6 +339,7 @@ cdef class Client:
     cdef bint rd_ready
     cdef bint wr_ready
     cdef bint hup                # the client closed its side (EPOLLRDHUP): an edge that never repeats
+    cdef bint nodelay            # TCP_NODELAY is set (once it is kept alive, as nginx does)
     cdef bint eof
     cdef Buffer rb
     cdef char *head              # the rewritten response head, or an error answer
@@ -685,7 +686,7 @@ cdef class Core:
     cdef void accept_clients(self, int lfd):
         cdef sockaddr_storage addr
         cdef socklen_t alen
-        cdef int fd, one = 1, _
+        cdef int fd, _
         cdef Client c
         for _ in range(64):
             alen = sizeof(addr)
@@ -696,7 +697,6 @@ cdef class Core:
                 if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
                     pass      # out of descriptors: the connection waits in the queue for a later try
                 return
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
             c = Client.__new__(Client)
             c.fd = fd
             if not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
@@ -1098,12 +1098,12 @@ cdef class Core:
 
     cdef Upstream open_upstream(self, int srv):
         cdef Server *s = &self.servers[srv]
-        cdef int fd, one = 1, rc
+        cdef int fd, rc
         cdef Upstream u
         fd = socket(s.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
         if fd < 0:
             return None
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        set_nodelay(fd)                 # backend connections are kept alive: requests go out at once
         rc = connect(fd, <sockaddr *>&s.addr, s.addr_len)
         if rc < 0 and errno != EINPROGRESS:
             close(fd)
@@ -1495,6 +1495,10 @@ cdef class Core:
             self.finish_client(c)
             return
         c.state = CS_HEAD
+        if not c.nodelay:
+            # A kept-alive connection's next response must not wait behind Nagle for the last ACK.
+            set_nodelay(c.fd)
+            c.nodelay = 1
         c.rb.start = c.fwd
         if c.rb.start == c.rb.end:
             c.rb.start = c.rb.end = 0
@@ -1630,7 +1634,12 @@ cdef class Core:
             return
 
     cdef void finish_client(self, Client c):
-        """Close after the last response: half-close first so nothing unread resets the answer."""
+        """Close after the last response. A client that asked to close sends nothing more (RFC 9112
+        9.6): close at once. Otherwise (we chose to close, a body not read to its end, bytes after the
+        request) half-close and drain first, so that nothing unread turns the answer into a reset."""
+        if not c.req.keep_alive and c.req_done and c.rb.end == c.fwd:
+            self.close_client(c)
+            return
         out_clear(&c.out)
         c.state = CS_CLOSING
         c.deadline = self.now + self.t_send
@@ -1681,6 +1690,7 @@ cdef class Core:
         else:
             self.upstream_failed(c, F_TIMEOUT)
 
+    # close(2) also takes the socket out of the epoll set: no other process holds a copy of it.
     cdef void close_client(self, Client c):
         if c.state == CS_CLOSED:
             return
@@ -1690,7 +1700,6 @@ cdef class Core:
         if c.up is not None:
             self.detach_and_close(c)
         c.state = CS_CLOSED
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, c.fd, NULL)
         close(c.fd)
         self.live.pop(c.fd, None)
         self.free_buffers(&c.rb, &c.head)
@@ -1707,7 +1716,6 @@ cdef class Core:
             (<list>self.pools[u.server]).remove(u)
         u.state = US_CLOSED
         u.client = None
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, u.fd, NULL)
         close(u.fd)
         self.live.pop(u.fd, None)
         self.free_buffers(&u.rb, &u.head)
@@ -1753,6 +1761,11 @@ cdef bint find_cookie(const char *base, const RequestHead *req, const char *name
             p = vend
     off[0] = -1
     return 0
+
+
+cdef inline void set_nodelay(int fd) noexcept nogil:
+    cdef int one = 1
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
 
 
 cdef void fill_sockaddr(Server *s, str host, int port) except *:
