@@ -1,0 +1,21 @@
+"""The worker's event loop (compiled from _core.pyx)."""
+
+from collections.abc import Sequence
+
+from fastproxy._balancer import Balancer
+from fastproxy.config import Config
+
+class Core:
+    def __init__(self, config: Config, listen_fds: Sequence[int], worker_id: int = 0,
+                 balancer: Balancer | None = None) -> None: ...
+    def run(self, wakeup_fd: int = -1) -> None:
+        """Run the loop until stop(); wakeup_fd is the read end of signal.set_wakeup_fd's pipe."""
+    def stop(self, graceful: bool = False) -> None:
+        """Fast: close everything now. Graceful: stop accepting, finish in-flight requests, then return."""
+    def set_access_log(self, fd: int, fmt: str = "combined") -> None:
+        """Log one line per request to fd ("combined" or "json"); -1 turns the log off."""
+    def set_heartbeat(self, buf: object, offset: int) -> None:
+        """Write CLOCK_MONOTONIC as a float64 at buf[offset:offset+8] about every 100 ms."""
+    def stats(self) -> dict[str, int]:
+        """client_open, client_total, upstream_open, upstream_idle, upstream_total, requests,
+        responses_4xx, responses_5xx."""
