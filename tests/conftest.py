@@ -1,12 +1,15 @@
 """Fixtures for end-to-end tests: real backend processes, a real `fastproxy serve`, raw sockets.
 
-    backends(n)          -> [RunningBackend, ...]  n recording backends named b0, b1, ... (helpers/backend.py)
+    backends(n)          -> [RunningBackend, ...]  n recording backends named b0, b1, ... (helpers/backend.py);
+                                                   backends(1, port=P) binds P; b.stop() + b.restart() bring
+                                                   one back on the same port
     proxy(config_text)   -> RunningProxy           the proxy running that config (helpers/config.py builds it)
     workers              -> 1, then 2              parametrises a test over the worker count
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
 workers' debug stats show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
-asserts its whole process group is gone; then the backends are stopped by PID.
+asserts its whole process group is gone, the health checker (if the config has `health`) included; then the
+backends are stopped by PID.
 helpers.running.free_port() gives a port nothing listens on (for listeners, and as a dead upstream).
 """
 
@@ -38,11 +41,11 @@ def workers(request):
 def backends(tmp_path):
     started = []
 
-    def start(n):
+    def start(n, port=0):
         new = []
         for _ in range(n):
             name = f"b{len(started)}"
-            b = RunningBackend(name, str(tmp_path / f"backend-{name}"))
+            b = RunningBackend(name, str(tmp_path / f"backend-{name}"), port=port)
             started.append(b)
             new.append(b)
         return new

@@ -1,8 +1,10 @@
-"""A recording HTTP/1.1 backend, run as its own process: `python -m helpers.backend --name N --dir D`.
+"""A recording HTTP/1.1 backend, run as its own process: `python -m helpers.backend --name N --dir D [--port P]`.
 
-It binds 127.0.0.1:0, prints its port on stdout and serves each connection in a thread. Every response
-carries its name (an "X-Backend" field and in the default body) and "Server: secret-backend/1.0", so tests
-can check which backend answered and that the proxy hides it.
+It binds 127.0.0.1:0 (or P, to start again where a stopped one was), prints its port on stdout and serves
+each connection in a thread; started again in the same --dir, it numbers on after the earlier connections
+(a port it cannot bind: a message on stderr, exit 2, nothing on stdout). Every response carries its name
+(an "X-Backend" field and in the default body) and "Server: secret-backend/1.0", so tests can check which
+backend answered and that the proxy hides it.
 
 Recording, read by the test process from --dir (see BackendProcess in helpers/proxy.py):
     conn-NNNN.raw     every byte received on accepted connection NNNN (the first 4 MiB), appended as it
@@ -275,13 +277,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 = any free port")
     args = parser.parse_args(argv)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    try:
+        listener.bind(("127.0.0.1", args.port))
+    except OSError as e:
+        print(f"bind: {e}", file=sys.stderr, flush=True)
+        return 2  # nothing on stdout: the caller sees no port and may try again
     listener.listen(1024)
     print(listener.getsockname()[1], flush=True)
-    index = 0
+    # a backend started again in the same directory goes on numbering after what was recorded before
+    index = len([f for f in os.listdir(args.dir) if f.endswith(".raw")])
     while True:
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -4,6 +4,8 @@ from helpers.running import free_port
 
 
 def _value(v):
+    if isinstance(v, dict):  # an inline table: health = { path = "/healthz", interval = "200ms" }
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -32,7 +34,8 @@ def proxy_config(
 
     upstreams: {name: [backend or "host:port" or (backend or address, weight), ...]}
     routes: [(host, path, upstream name), ...]; default: everything to the first upstream.
-    server, limits, timeouts: extra keys for those tables; upstream_options: keys for every upstream.
+    server, limits, timeouts: extra keys for those tables; upstream_options: keys for every upstream (a
+    dict value is written as an inline table, e.g. {"health": {"path": "/healthz", "interval": "200ms"}}).
     """
     port = port or free_port()
     text = _table("server", {"workers": workers, **(server or {})})

@@ -15,6 +15,8 @@ import h11
 from helpers import procs
 from helpers.client import Client
 
+WORKER_TITLE = "fastproxy: worker "
+CHECKER_TITLE = "fastproxy: health"
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(TESTS_DIR)
 
@@ -35,29 +37,51 @@ def port_answers(port):
 
 
 class RunningBackend:
-    """A helpers/backend.py process and what it recorded (see that module for its endpoints)."""
+    """A helpers/backend.py process and what it recorded (see that module for its endpoints).
 
-    def __init__(self, name, directory):
+    port=0 binds any free port; stop() then restart() runs it again on the same port and directory (a
+    backend that went away and came back, as a health checker sees it)."""
+
+    def __init__(self, name, directory, port=0):
         self.name = name
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=TESTS_DIR)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "helpers.backend", "--name", name, "--dir", directory],
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid
-        line = self.proc.stdout.readline()  # the backend prints its port once bound
-        if not line.strip():
-            raise RuntimeError(f"backend {name} did not start (exit {self.proc.poll()})")
-        self.port = int(line)
+        self.port = procs.wait_for(lambda: self._spawn(port), message=f"backend {name} to bind port {port}")
         self.address = f"127.0.0.1:{self.port}"
         procs.wait_for(lambda: port_answers(self.port), message=f"backend {name} to accept")
         # that probe connection was recorded too: wait until it is closed, then forget it
         procs.wait_for(lambda: self._closed_files(), message="probe connection closed")
         self.baseline = len(self._raw_files())
+
+    def _spawn(self, port):
+        """Start the process; its port once it listens, or None if it could not bind that port (yet)."""
+        env = dict(os.environ, PYTHONPATH=TESTS_DIR)
+        args = ["--name", self.name, "--dir", self.dir, "--port", str(port)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "helpers.backend", *args],
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        line = self.proc.stdout.readline()  # the backend prints its port once it listens
+        if line.strip():
+            return int(line)
+        self.proc.wait(timeout=5)
+        self.proc.stdout.close()
+        if port == 0 or self.proc.returncode != 2:
+            raise RuntimeError(f"backend {self.name} did not start (exit {self.proc.returncode})")
+        return None  # the port is still taken (e.g. by a client socket's ephemeral port): try again
+
+    def restart(self):
+        """Start again after stop(), on the same port, recording on into the same directory. It listens
+        when this returns (no probe connection: none is added to what it recorded)."""
+        procs.wait_for(
+            lambda: self._spawn(self.port), message=f"backend {self.name} to bind {self.port} again"
+        )
+
+    def running(self):
+        return self.proc.poll() is None
 
     def _raw_files(self):
         return sorted(f for f in os.listdir(self.dir) if f.endswith(".raw"))
@@ -155,6 +179,11 @@ def parse_requests(data, closed=False):
             body += event.data
         elif isinstance(event, h11.EndOfMessage):
             out.requests.append((current, bytes(body), list(event.headers)))
+            if conn.their_state is h11.MUST_CLOSE:
+                # "Connection: close" (RFC 9112 section 9.6): the client sends nothing after this request
+                if conn.trailing_data[0]:
+                    raise AssertionError(f"bytes after a Connection: close request: {data[:600]!r}")
+                return out
             # answer in h11's eyes so it moves on to the next pipelined request
             conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
             conn.send(h11.EndOfMessage())
@@ -181,6 +210,8 @@ class RunningProxy:
             f.write(config_text)
         self.log_path = os.path.join(workdir, "proxy.log")
         self.clients = []
+        self.checkers_seen = set()  # pids of health-checker processes seen (checked gone at stop())
+        self.wants_checker = any("health" in u for u in self.config.get("upstreams", {}).values())
         self.connections_made = 0  # client connections opened to the proxy (the readiness probes too)
         env = dict(
             os.environ,
@@ -214,9 +245,11 @@ class RunningProxy:
     def _wait_ready(self):
         def workers_up():
             self._alive_or_fail()
-            return len(self.worker_pids()) == self.n_workers
+            checker_ok = len(self.checker_pids()) == 1 if self.wants_checker else True
+            return len(self.worker_pids()) == self.n_workers and checker_ok
 
-        procs.wait_for(workers_up, timeout=15, message=f"{self.n_workers} workers\n{self.log()}")
+        what = f"{self.n_workers} workers" + (" and the health checker" if self.wants_checker else "")
+        procs.wait_for(workers_up, timeout=15, message=f"{what}\n{self.log()}")
 
         # a request the proxy answers itself (no Host on HTTP/1.1: 400), so no backend sees it
         def answers():
@@ -251,7 +284,16 @@ class RunningProxy:
         return c
 
     def worker_pids(self):
-        return procs.children(self.pid)
+        """The master's worker processes, told apart from its other children (the health checker) by the
+        title setproctitle gives them: "fastproxy: worker N (gen G)"."""
+        return [p for p in procs.children(self.pid) if procs.cmdline(p).startswith(WORKER_TITLE)]
+
+    def checker_pids(self):
+        """The master's health-checker process ("fastproxy: health"), a list of 0 or 1 pid. Every pid seen
+        is remembered, so stop() can check that it is gone."""
+        pids = [p for p in procs.children(self.pid) if procs.cmdline(p) == CHECKER_TITLE]
+        self.checkers_seen.update(pids)
+        return pids
 
     def stats(self):
         """{worker pid: {counter: int}} from FASTPROXY_STATS_DIR, for the live workers."""
@@ -311,12 +353,18 @@ class RunningProxy:
             problems.append("master did not exit within 10 s of SIGTERM")
             procs.kill_pid(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
+
+        def left():
+            # the process group, and every checker seen even if it had left the group (title still on)
+            checkers = [p for p in self.checkers_seen if procs.cmdline(p) == CHECKER_TITLE]
+            return sorted(set(procs.group_members(self.pid)) | set(checkers))
+
         try:
-            procs.wait_for(lambda: not procs.group_members(self.pid), timeout=5, message="process group")
+            procs.wait_for(lambda: not left(), timeout=5, message="process group and health checker")
         except AssertionError:
-            left = procs.group_members(self.pid)
-            problems.append(f"processes outlived the master: {[(p, procs.cmdline(p)) for p in left]}")
-            for p in left:
+            stragglers = left()
+            problems.append(f"processes outlived the master: {[(p, procs.cmdline(p)) for p in stragglers]}")
+            for p in stragglers:
                 procs.kill_pid(p)
         if check and problems:
             raise AssertionError("; ".join(problems) + "\n" + self.log())
