@@ -3,6 +3,8 @@
     python tools/gen_config_doc.py            # print it
     python tools/gen_config_doc.py --readme   # write it between the README's config-reference markers
 
+Every table gets a key/default/meaning table, and so does every key whose value is an inline table
+([upstreams.NAME] servers, health, passive, retries, sticky), from that table's dataclass.
 The README's "Configuration reference" section is this output verbatim (a test compares them), so a key,
 default or doc changes in one place: the dataclass field in config.py.
 """
@@ -32,7 +34,12 @@ def table_doc(header, cls):
     lines = [f"### `{header}`", "", summary, "",
              "| key | default | meaning |", "|---|---|---|"]
     for f in config.toml_fields(cls):
-        default = "required" if f.metadata.get("required") else toml_literal(f.metadata["toml_default"])
+        if f.metadata.get("required"):
+            default = "required"
+        elif f.metadata.get("table") and f.metadata["toml_default"] is not None:
+            default = "its keys' defaults"       # an inline table present by default: see its own table
+        else:
+            default = toml_literal(f.metadata["toml_default"])
         doc = f.metadata["doc"].replace("|", "\\|")
         lines.append(f"| `{f.name}` | {default} | {doc} |")
     return lines
@@ -45,9 +52,14 @@ def generate():
         "",
     ]
     for name, (cls, kind) in config.SECTIONS.items():
-        out += table_doc(HEADERS[kind].format(name=name), cls) + [""]
-        if cls is config.Upstream:
-            out += table_doc(f"{HEADERS[kind].format(name=name)} servers = [{{ ... }}]", config.Server) + [""]
+        header = HEADERS[kind].format(name=name)
+        out += table_doc(header, cls) + [""]
+        # keys whose values are inline tables (servers, health, passive, retries, sticky): one table each
+        for f in config.toml_fields(cls):
+            if f.metadata.get("items"):
+                out += table_doc(f"{header} {f.name} = [{{ ... }}]", f.metadata["items"]) + [""]
+            elif f.metadata.get("table"):
+                out += table_doc(f"{header} {f.name} = {{ ... }}", f.metadata["table"]) + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
