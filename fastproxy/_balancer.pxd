@@ -19,7 +19,7 @@
 
 from libc.stdint cimport int64_t, uint64_t
 
-from fastproxy._shm cimport ShmHeader, ShmTable
+from fastproxy._shm cimport BackendSlot, ShmHeader, ShmTable
 
 cdef enum:
     PICK_NONE = -1
@@ -100,6 +100,16 @@ cdef struct BGroup:
     int64_t local_rr
     double tokens               # retry budget
     double tokens_at
+    # least_conn / least_time on pools of more than SCAN_MAX primaries (see pick_heap in _balancer.pyx):
+    # this worker's min-heap of the primaries (local indexes) by (hkey, hvt)
+    int *heap
+    int *hpos                   # local index -> position in heap
+    double *hkey                # load score as last seen (exact for this worker's own picks/releases)
+    double *hvt                 # virtual time: advances 1/weight per pick, breaks ties (weighted rotation)
+    int heap_len
+    int64_t heap_at_ms          # last full refresh of hkey from the table (-1 = refresh at next pick)
+    double vclock               # hvt of the last pick: where a server coming back in starts
+    int64_t rel_seen            # GroupSlot.released_head up to which releases were applied
 
 
 cdef class Balancer:
@@ -115,6 +125,8 @@ cdef class Balancer:
     cdef int n_groups
     cdef uint64_t rng
     cdef char *excluded         # scratch: servers a scored pick already failed to acquire
+    cdef int *slot_server       # shm slot -> server index (-1: none of ours)
+    cdef int n_slot_server
 
     cdef int pick(self, int group, uint64_t key, const int *tried, int n_tried, double now) noexcept
     cdef void release(self, int server, int outcome, double response_seconds, double now) noexcept
@@ -145,6 +157,14 @@ cdef class Balancer:
     cdef double random(self) noexcept
     cdef double score(self, BGroup *g, int srv, int64_t t) noexcept
     cdef void clear_excluded(self, BGroup *g) noexcept
+    cdef int heap_init(self, BGroup *g) except -1
+    cdef void heap_refresh(self, BGroup *g, int64_t t) noexcept
+    cdef void heap_update(self, BGroup *g, int i, int64_t t) noexcept
+    cdef void heap_catch_up(self, BGroup *g, int64_t t) noexcept
+    cdef void settle(self, BGroup *g, BackendSlot *s, int outcome, double response_seconds,
+                     int64_t t) noexcept
+    cdef void heap_set(self, BGroup *g, int i, double key) noexcept
+    cdef int pick_heap(self, BGroup *g, int64_t t, bint *full) noexcept
     cdef int pick_in(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried, int64_t t,
                      bint *full) noexcept
     cdef int pick_rr(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,

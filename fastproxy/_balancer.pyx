@@ -28,7 +28,8 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.math cimport ceil
 from libc.string cimport memcmp, memcpy, memset
 
-from fastproxy._shm cimport (ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_UP, BackendSlot, ShmTable, add,
+from fastproxy._shm cimport (ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_UP, RELEASED_CAP, BackendSlot, GroupSlot,
+                             ShmTable, add,
                              cas, ld, ld_relaxed, row_active, row_errors, row_requests, shm_group, shm_row,
                              shm_slot, st)
 
@@ -38,6 +39,11 @@ cdef int RING_POINTS = 100               # ketama points per server of average w
 cdef double RETRY_FLOOR_PER_SEC = 10.0   # retries always allowed at this rate, whatever the budget
 cdef double RETRY_TOKENS_CAP = 100.0
 cdef double EWMA_ALPHA = 0.25
+cdef int SCAN_MAX = 8                    # least_conn / least_time: pools up to this many primaries: a scan
+cdef int64_t HEAP_REFRESH_MS = 50        # bigger pools: re-read every server from the table this often
+cdef int HEAP_CHECKS = 16                # live re-checks of the heap's top per pick, then the exact scan
+cdef double INF = float("inf")
+cdef uint64_t SEQ_MASK = 0xffffffff      # the sequence bits of a GroupSlot.released entry
 
 ALGORITHMS = {"round_robin": ALG_ROUND_ROBIN, "least_conn": ALG_LEAST_CONN, "p2c": ALG_P2C,
               "hash": ALG_HASH, "least_time": ALG_LEAST_TIME}
@@ -106,6 +112,43 @@ cdef inline bint in_tried(int srv, const int *tried, int n_tried) noexcept nogil
     return 0
 
 
+cdef inline bint hless(BGroup *g, int a, int b) noexcept nogil:
+    return g.hkey[a] < g.hkey[b] or (g.hkey[a] == g.hkey[b] and g.hvt[a] < g.hvt[b])
+
+
+cdef int heap_up(BGroup *g, int pos) noexcept nogil:
+    """Move the heap entry at pos up while it is less than its parent; returns where it ends."""
+    cdef int i = g.heap[pos], parent
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if not hless(g, i, g.heap[parent]):
+            break
+        g.heap[pos] = g.heap[parent]
+        g.hpos[g.heap[pos]] = pos
+        pos = parent
+    g.heap[pos] = i
+    g.hpos[i] = pos
+    return pos
+
+
+cdef void heap_down(BGroup *g, int pos) noexcept nogil:
+    """Move the heap entry at pos down while a child is less."""
+    cdef int i = g.heap[pos], child
+    while True:
+        child = 2 * pos + 1
+        if child >= g.heap_len:
+            break
+        if child + 1 < g.heap_len and hless(g, g.heap[child + 1], g.heap[child]):
+            child += 1
+        if not hless(g, g.heap[child], i):
+            break
+        g.heap[pos] = g.heap[child]
+        g.hpos[g.heap[pos]] = pos
+        pos = child
+    g.heap[pos] = i
+    g.hpos[i] = pos
+
+
 cdef inline int64_t gcd(int64_t a, int64_t b) noexcept nogil:
     while b:
         a, b = b, a % b
@@ -119,6 +162,7 @@ cdef class Balancer:
         self.servers = NULL
         self.groups = NULL
         self.excluded = NULL
+        self.slot_server = NULL
         self.row = -1
 
     def __init__(self, config, ShmTable shm not None, int worker_id=0):
@@ -170,7 +214,16 @@ cdef class Balancer:
                 s.sticky_hex[16] = 0
                 s.sticky_id = int(hexed, 16)
                 index += 1
+        self.n_slot_server = self.h.n_slots
+        self.slot_server = <int *>malloc(self.n_slot_server * sizeof(int))
+        if self.slot_server == NULL:
+            raise MemoryError()
+        for i in range(self.n_slot_server):
+            self.slot_server[i] = -1
+        for i in range(self.n_servers):
+            self.slot_server[self.servers[i].slot] = i
         for gi in range(self.n_groups):
+            self.heap_init(&self.groups[gi])
             self.refresh(gi)
         self.row = shm.claim_row()
         self.r_active = row_active(self.h, self.row)
@@ -233,12 +286,17 @@ cdef class Balancer:
                 free(self.groups[i].ring_srv)
                 free(self.groups[i].bring_keys)
                 free(self.groups[i].bring_srv)
+                free(self.groups[i].heap)
+                free(self.groups[i].hpos)
+                free(self.groups[i].hkey)
+                free(self.groups[i].hvt)
             free(self.groups)
         if self.servers != NULL:
             for i in range(self.n_servers):
                 free(self.servers[i].address)
             free(self.servers)
         free(self.excluded)
+        free(self.slot_server)
 
     def close(self):
         """Give this worker's row back (in-flight counts included); the balancer is unusable after."""
@@ -255,6 +313,7 @@ cdef class Balancer:
         if version == g.version:
             return
         g.version = version
+        g.heap_at_ms = -1                   # weights changed: re-read every key at the next pick
         free(g.schedule)
         free(g.bsched)
         free(g.ring_keys)
@@ -455,12 +514,18 @@ cdef class Balancer:
 
     cdef int pick_in(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried, int64_t t,
                      bint *full) noexcept:
+        cdef int srv
         if g.alg == ALG_ROUND_ROBIN:
             return self.pick_rr(g, backups, tried, n_tried, t, full)
         if g.alg == ALG_HASH:
             return self.pick_hash(g, backups, key, tried, n_tried, t, full)
         if g.alg == ALG_P2C:
             return self.pick_p2c(g, backups, tried, n_tried, t, full)
+        if g.heap != NULL and not backups and n_tried == 0:
+            srv = self.pick_heap(g, t, full)
+            if srv >= 0:
+                return srv
+        # small pools, retries, backups, and whatever the heap could not serve: the exact scan
         return self.pick_scored(g, backups, tried, n_tried, t, full)
 
     cdef int pick_rr(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,
@@ -544,6 +609,136 @@ cdef class Balancer:
     cdef void clear_excluded(self, BGroup *g) noexcept:
         memset(self.excluded + g.first, 0, g.n)
 
+    # --- least_conn / least_time on big pools ---------------------------------------------------------
+    #
+    # The exact rule (pick_scored) reads every server's load per pick: O(N), ~16 us at 1,000 servers.
+    # For pools of more than SCAN_MAX primaries each worker keeps a min-heap of the primaries keyed by
+    # (load score, virtual time), and a pick is O(log N) while staying exact for the load:
+    # - this worker's own picks and releases update their server's key at once;
+    # - other workers' releases (load going down, a new EWMA) reach every heap through the upstream's
+    #   ring in the table (GroupSlot.released): each pick first applies the entries posted since;
+    # - other workers' picks (load going up) are not posted: a key can only be too low because of them,
+    #   so the top is re-read from the table before it is taken, and re-sifted if it changed; when its
+    #   live score is its key, every other server's live score is >= its key >= that score. Hence the
+    #   server picked has the least live score, as a scan would find (up to HEAP_CHECKS re-reads per
+    #   pick; past that, or when the heap has nothing usable left, the exact scan decides);
+    # - what changes with time alone (health, passive cool-downs ending, slow start ramps, admin state)
+    #   is re-read for every server every HEAP_REFRESH_MS (O(N), ~10 us at 1,000 servers; a server
+    #   found down at the top is dropped at once), and so is everything after a reader fell more than
+    #   RELEASED_CAP releases behind. The cost of that: a server coming back up waits <= 50 ms for work.
+    # - ties (equal scores, e.g. idle servers) go to the lowest virtual time, which advances by
+    #   1/weight per pick: a weighted rotation, like the scan's weighted round-robin tie-break.
+    # Retries (a tried set) and backups use the exact scan, which also tells "all full" (queue) from
+    # "none" (502/503). Pools up to SCAN_MAX primaries keep the scan: it is as cheap there.
+    # Costs: one atomic add and store per release into the ring; per pick, one heap update per release
+    # other workers made since this worker's last pick (about workers - 1).
+
+    cdef int heap_init(self, BGroup *g) except -1:
+        cdef int i, n = 0
+        if g.alg != ALG_LEAST_CONN and g.alg != ALG_LEAST_TIME:
+            return 0
+        for i in range(g.n):
+            n += not self.servers[g.first + i].backup
+        if n <= SCAN_MAX:
+            return 0
+        g.heap = <int *>malloc(n * sizeof(int))
+        g.hpos = <int *>malloc(g.n * sizeof(int))
+        g.hkey = <double *>malloc(g.n * sizeof(double))
+        g.hvt = <double *>calloc(g.n, sizeof(double))
+        if g.heap == NULL or g.hpos == NULL or g.hkey == NULL or g.hvt == NULL:
+            raise MemoryError()
+        for i in range(g.n):
+            g.hpos[i] = -1
+            g.hkey[i] = INF
+            if not self.servers[g.first + i].backup:
+                g.heap[g.heap_len] = i
+                g.hpos[i] = g.heap_len
+                g.heap_len += 1
+        g.heap_at_ms = -1
+        g.rel_seen = ld(&shm_group(self.h, g.shm_group).released_head)
+        return 0
+
+    cdef void heap_set(self, BGroup *g, int i, double key) noexcept:
+        """Give local server i a new key and move it to its place."""
+        g.hkey[i] = key
+        heap_down(g, heap_up(g, g.hpos[i]))
+
+    cdef void heap_update(self, BGroup *g, int i, int64_t t) noexcept:
+        """Re-read local server i's key from the table."""
+        cdef int srv = g.first + i
+        cdef double key = self.score(g, srv, t) if self.usable(srv, t, 0) and not self.is_full(srv) else INF
+        if g.hkey[i] == INF and key != INF:
+            g.hvt[i] = max(g.hvt[i], g.vclock)         # back in the running: no burst of catching up
+        self.heap_set(g, i, key)
+
+    cdef void heap_catch_up(self, BGroup *g, int64_t t) noexcept:
+        """Apply the releases other workers posted since the last pick (or re-read all if too far behind
+        or if the periodic refresh is due)."""
+        cdef GroupSlot *gs = shm_group(self.h, g.shm_group)
+        cdef int64_t head = ld(&gs.released_head), seq, e
+        cdef int slot, srv
+        if (g.heap_at_ms < 0 or t - g.heap_at_ms >= HEAP_REFRESH_MS or t < g.heap_at_ms
+                or head - g.rel_seen > RELEASED_CAP):
+            self.heap_refresh(g, t)
+            return
+        seq = g.rel_seen
+        while seq < head:
+            e = ld(&gs.released[seq % RELEASED_CAP])
+            # an entry of another lap, or one still being written, is skipped: the refresh covers it
+            if (<uint64_t>e >> 32) == (<uint64_t>seq & SEQ_MASK) and ((e >> 20) & 0xfff) != self.row:
+                slot = e & 0xfffff
+                srv = self.slot_server[slot] if slot < self.n_slot_server else -1
+                if g.first <= srv < g.first + g.n and g.hpos[srv - g.first] >= 0:
+                    self.heap_update(g, srv - g.first, t)
+            seq += 1
+        g.rel_seen = head
+
+    cdef void heap_refresh(self, BGroup *g, int64_t t) noexcept:
+        """Re-read every primary's load and state from the table and rebuild the heap."""
+        cdef int i, pos, srv
+        cdef double key
+        g.rel_seen = ld(&shm_group(self.h, g.shm_group).released_head)   # before reading: none missed
+        for pos in range(g.heap_len):
+            i = g.heap[pos]
+            srv = g.first + i
+            key = self.score(g, srv, t) if self.usable(srv, t, 0) and not self.is_full(srv) else INF
+            if g.hkey[i] == INF and key != INF:
+                g.hvt[i] = max(g.hvt[i], g.vclock)     # back in the running: no burst of catching up
+            g.hkey[i] = key
+        for pos in range(g.heap_len // 2 - 1, -1, -1):
+            heap_down(g, pos)
+        g.heap_at_ms = t
+
+    cdef int pick_heap(self, BGroup *g, int64_t t, bint *full) noexcept:
+        """The heap's top once checked against the table; PICK_NONE sends the caller to the exact scan."""
+        cdef int i, srv, r, _attempt
+        cdef double sc
+        cdef BackendSlot *s
+        self.heap_catch_up(g, t)
+        for _attempt in range(HEAP_CHECKS):
+            i = g.heap[0]
+            if g.hkey[i] == INF:
+                return PICK_NONE
+            srv = g.first + i
+            if not self.usable(srv, t, 0) or self.is_full(srv):
+                self.heap_set(g, i, INF)        # until a release or the next refresh says otherwise
+                continue
+            sc = self.score(g, srv, t)
+            if sc != g.hkey[i]:
+                self.heap_set(g, i, sc)
+                if g.heap[0] != i:
+                    continue                    # another worker loaded it: someone else is lower now
+            r = self.acquire(srv, t)
+            if r != 1:
+                self.heap_set(g, i, INF)        # full or its trial was taken: until the next refresh
+                continue
+            s = shm_slot(self.h, self.servers[srv].slot)
+            g.vclock = g.hvt[i]
+            g.hvt[i] += 1.0 / (max(1, ld_relaxed(&s.runtime_weight)) * self.weight_factor(srv, t))
+            self.heap_set(g, i, self.score(g, srv, t))
+            return srv
+        return PICK_NONE
+
     cdef int pick_p2c(self, BGroup *g, bint backups, const int *tried, int n_tried, int64_t t,
                       bint *full) noexcept:
         """Power of two choices: the less loaded of two random candidates, drawn from the weighted
@@ -624,25 +819,39 @@ cdef class Balancer:
         cdef BServer *b
         cdef BGroup *g
         cdef BackendSlot *s
-        cdef int64_t t = to_ms(now), du, ws, old, sample
-        cdef bint failed
+        cdef GroupSlot *gs
+        cdef int64_t t = to_ms(now), seq
         if server < 0 or server >= self.n_servers or self.row < 0:
             return
         b = &self.servers[server]
         g = &self.groups[b.group]
         s = shm_slot(self.h, b.slot)
+        gs = shm_group(self.h, g.shm_group)
         add(&self.r_active[b.slot], -1)
-        add(&shm_group(self.h, g.shm_group).active, -1)
+        add(&gs.active, -1)
         if ld(&s.generation) != b.generation:
             return              # reassigned by a reload: its counters belong to another server now
         add(&s.active, -1)
         add(&self.r_requests[b.slot], 1)
+        self.settle(g, s, outcome, response_seconds, t)
+        if g.heap != NULL:
+            # our heap sees our release at once; other workers' heaps through the group's ring
+            self.heap_update(g, server - g.first, t)
+            seq = add(&gs.released_head, 1) - 1
+            st(&gs.released[seq % RELEASED_CAP],
+               <int64_t>(((<uint64_t>seq & SEQ_MASK) << 32) | (<uint64_t>self.row << 20) | <uint64_t>b.slot))
+
+    cdef void settle(self, BGroup *g, BackendSlot *s, int outcome, double response_seconds,
+                     int64_t t) noexcept:
+        """A released exchange's verdict on the server: passive checks and the response-time EWMA."""
+        cdef int64_t du, ws, old, sample
+        cdef bint failed
         if outcome == OUTCOME_ABORTED:
             return
         failed = (outcome == OUTCOME_CONNECT_FAIL or outcome == OUTCOME_RESET or outcome == OUTCOME_TIMEOUT
                   or (outcome == OUTCOME_HTTP_5XX and g.count_5xx))
         if failed:
-            add(&self.r_errors[b.slot], 1)
+            add(&self.r_errors[s - shm_slot(self.h, 0)], 1)
             add(&s.fails, 1)
             if g.max_fails <= 0:
                 return
@@ -800,15 +1009,20 @@ cdef class Balancer:
     def row_index(self):
         return self.row
 
-    def bench_pick(self, int group, long n, bint release=True):
-        """n picks (each released at once) in C: the per-pick cost without Python call overhead."""
+    def bench_pick(self, int group, long n, bint release=True, double rate=20000.0):
+        """n picks (each released at once) in C: the per-pick cost without Python call overhead.
+
+        The clock advances 1/rate s per pick (a worker doing `rate` requests/s), so work done every few
+        ms (the big-pool least_conn/least_time refresh) is charged to the picks as in a real worker.
+        """
         cdef long i
         cdef int srv
-        cdef double now = time.monotonic()
+        cdef double now = time.monotonic(), step = 1.0 / rate if rate > 0 else 0.0
         cdef uint64_t key = 0x12345
         for i in range(n):
             key = fmix64(key + <uint64_t>i)
             srv = self.pick(group, key, NULL, 0, now)
             if release and srv >= 0:
                 self.release(srv, OUTCOME_OK, 0.001, now)
+            now += step
         return n

@@ -15,9 +15,10 @@ from fastproxy._sys cimport (ATOMIC_ACQUIRE, ATOMIC_RELAXED, ATOMIC_RELEASE, ATO
                              atomic_add_fetch_i64, atomic_cas_i64, atomic_load_i64, atomic_store_i64)
 
 cdef enum:
-    LAYOUT_VERSION = 1
+    LAYOUT_VERSION = 2
     ADDR_CAP = 80           # address text as written in the config ("host:port"), NUL padded
     NAME_CAP = 64           # upstream name
+    RELEASED_CAP = 256      # GroupSlot.released ring (recent releases, for least_conn/least_time heaps)
 
 # BackendSlot.admin: set by the operator (fastproxy drain|enable|disable), kept across reloads
 cdef enum:
@@ -54,6 +55,11 @@ cdef struct GroupSlot:
     int64_t active              # in-flight requests over all its servers (hash bounded load)
     int64_t name_len
     char name[NAME_CAP]
+    # releases on big least_conn/least_time pools, so every worker's heap sees other workers' releases:
+    # entry released_head (fetch-add) goes to released[head % RELEASED_CAP] as
+    # (head & 0xffffffff) << 32 | row << 20 | slot; a reader more than RELEASED_CAP behind re-reads all
+    int64_t released_head
+    int64_t released[RELEASED_CAP]
 
 
 cdef struct BackendSlot:
