@@ -181,7 +181,7 @@ class Master:
                 self.check_ready()
                 self.spawn_missing_workers()
                 self.kill_unresponsive_workers()
-                self.close_unused_listeners()
+                self.release_unused()
         except HaltServer as e:
             log(e.reason)
             status = e.exit_status
@@ -341,6 +341,7 @@ class Master:
         if new.server.pidfile != self.config.server.pidfile:
             log("note: a changed [server] pidfile takes effect at the next start, not on reload")
         self.checker.restart(new)
+        self.warn_if_shrinking_loses(self.nworkers, new.server.workers)
         self.pending = PendingReload(self.config, self.generation, self.nworkers,
                                      time.monotonic() + new.server.ready_timeout)
         self.config = new
@@ -445,7 +446,14 @@ class Master:
             return
         self.nworkers -= 1
         log(f"SIGTTOU: {self.nworkers} worker(s)")
+        self.warn_if_shrinking_loses(self.nworkers + 1)
         self.retire([w for w in self.workers.values() if w.slot >= self.nworkers and not w.retiring])
+
+    def warn_if_shrinking_loses(self, before, after=None):
+        after = self.nworkers if after is None else after
+        if after < before and not sockets.queued_connections_migrate():
+            log(f"note: going from {before} to {after} worker(s) closes the listening sockets of the removed "
+                "slot(s); connections queued in them are reset unless net.ipv4.tcp_migrate_req = 1")
 
     # --- reload steps ------------------------------------------------------------------------------
 
@@ -509,22 +517,25 @@ class Master:
             w.kill_at = deadline
             self.kill(w, signal.SIGQUIT)
 
-    def close_unused_listeners(self):
-        """Close sockets no address or slot uses any more, and free the shared-table slots of servers no
-        config uses any more, once no worker that could still use them is left.
+    def release_unused(self):
+        """Close our copies of sockets no address or slot of the running config uses, and free the
+        shared-table slots of servers no live worker uses.
 
-        Why wait: a retiring worker still answers the next request on each kept-alive connection (with
-        "Connection: close"); if its servers' slots were freed under it, that request would get a 503.
+        Sockets: as soon as no reload is pending (one that is may still be abandoned). Workers that are
+        retiring hold their own copies, so a socket stays open until the last of them exits, and closes
+        then instead of lingering in the master with connections queued in it that nobody accepts.
+        Table slots: only once no worker of another generation is left, because a retiring worker still
+        answers the next request on each kept-alive connection (with "Connection: close"); if its servers'
+        slots were freed under it, that request would get a 503.
         """
-        if self.pending or any(w.generation != self.generation or w.slot >= self.nworkers
-                               for w in self.workers.values()):
+        if self.pending:
             return
-        if self.table_dirty:
-            self.table_dirty = False
-            self.assign_table(self.config)
         closed = self.listeners.close_unused(self.config.listens, self.nworkers)
         if closed:
             log(f"closed {len(closed)} listening socket(s) the configuration no longer uses")
+        if self.table_dirty and all(w.generation == self.generation for w in self.workers.values()):
+            self.table_dirty = False
+            self.assign_table(self.config)
 
     # --- workers -----------------------------------------------------------------------------------
 

@@ -216,3 +216,16 @@ class Listeners:
             for key, fd in fds:
                 self.fds.setdefault(key, []).append(fd)
         return self
+
+
+def queued_connections_migrate():
+    """True if closing one SO_REUSEPORT socket moves its queued connections to another of its group.
+
+    Linux (>= 5.14) does so only with the sysctl net.ipv4.tcp_migrate_req = 1; without it, connections
+    queued in the socket of a slot that is removed (fewer workers) are reset when it closes.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
