@@ -7,6 +7,8 @@ Every wait is a poll with a deadline; the deadlines are the rise/fall x interval
 loaded machine.
 """
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -133,8 +135,18 @@ def test_each_backend_is_probed_once_per_interval_not_once_per_worker(proxy, bac
     # one started, so there cannot be more than this (a slow machine only makes it fewer); a checker per
     # worker would have sent about twice as many
     assert probes <= elapsed / INTERVAL + 1, (probes, elapsed)
-    assert len(p.checker_pids()) == 1
     assert proxy_requests(a) == 0
+
+    # a checker that dies is replaced by the master (the workers are untouched), and probing goes on
+    (first,) = p.checker_pids()
+    os.kill(first, signal.SIGKILL)
+    (second,) = procs.wait_for(lambda: [c for c in p.checker_pids() if c != first], timeout=10,
+                               message=f"a new checker\n{p.log()}")
+    procs.wait_for(lambda: health_probes(a) > probes + 1, timeout=10, message="probes from the new checker")
+    p.check_workers_alive()
+    # and stopping the master stops its checker
+    p.stop()
+    assert not os.path.exists(f"/proc/{second}")
 
 
 def test_passive_checks_take_a_refusing_backend_out_and_one_trial_brings_it_back(proxy, backends):
