@@ -629,7 +629,11 @@ cdef class Core:
         self.draining = True
         self.drain_deadline = self.now + self.t_drain
         for fd in self.listen_fds:
+            # Our copy only: the master (and the next generation's workers) keep the socket open, so
+            # nothing queued in it is lost; once every copy is closed new clients are refused at once.
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, NULL)
+            close(fd)
+        self.listen_fds = []
 
     cdef void sweep(self):
         cdef Client c
