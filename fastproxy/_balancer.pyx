@@ -836,7 +836,8 @@ cdef class Balancer:
         self.settle(g, s, outcome, response_seconds, t)
         if g.heap != NULL:
             # our heap sees our release at once; other workers' heaps through the group's ring
-            self.heap_update(g, server - g.first, t)
+            if g.hpos[server - g.first] >= 0:       # backups are not in the heap
+                self.heap_update(g, server - g.first, t)
             seq = add(&gs.released_head, 1) - 1
             st(&gs.released[seq % RELEASED_CAP],
                <int64_t>(((<uint64_t>seq & SEQ_MASK) << 32) | (<uint64_t>self.row << 20) | <uint64_t>b.slot))

@@ -106,6 +106,10 @@ def test_backups_tried_and_nothing_left():
     backup = b.py_pick(0, tried=primaries)
     assert pool.addresses[backup] == "127.0.0.1:9999"
     assert b.py_pick(0, tried=[*primaries, backup]) == PICK_NOTHING
+    b.py_release(backup)                                       # a backup is not in the heap
+    for srv in range(N):
+        pool.table.set_health(pool.slot(pool.addresses[srv]), False)
+    assert pool.addresses[b.py_pick(0)] == "127.0.0.1:9999"     # every primary down
 
 
 def test_a_reader_far_behind_reads_everything_again():
