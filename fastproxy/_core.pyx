@@ -233,6 +233,16 @@ cdef int flush_out(int fd, Outgoing *o, char *head, char *body, bint *wr_ready) 
     return 1
 
 
+cdef inline void note_events(unsigned int events, bint *rd_ready, bint *wr_ready, bint *hup) noexcept nogil:
+    """Remember what an edge said: readable, writable, and whether the peer closed its side."""
+    if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+        rd_ready[0] = 1
+        if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+            hup[0] = 1
+    if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
+        wr_ready[0] = 1
+
+
 cdef inline bint buffer_make_room(Buffer *b) noexcept nogil:
     """Slide the live bytes to the front when the tail is full. False if no room can be made."""
     if b.end < b.cap:
@@ -385,9 +395,6 @@ cdef class Client:
     cdef double idle_since       # when it last became idle between requests
     cdef LogRecord *log          # the access-log record of the current request (when logging)
     cdef bint log_open           # a request is under way and not logged yet
-
-    cdef inline bint out_busy(self) noexcept:
-        return out_pending(&self.out)
 
 
 cdef const char *CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -643,7 +650,7 @@ cdef class Core:
                 c = <Client>obj
                 if c.state == CS_CLOSED:
                     continue
-                if self.draining and c.state == CS_HEAD and c.rb.end == c.rb.start and not c.out_busy():
+                if self.draining and c.state == CS_HEAD and c.rb.end == c.rb.start:
                     if c.idle_since + DRAIN_IDLE_GRACE <= self.now:
                         self.close_client(c)
                         continue
@@ -755,20 +762,9 @@ cdef class Core:
     cdef void on_client_event(self, Client c, unsigned int events):
         if c.state == CS_CLOSED:
             return
-        if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-            c.rd_ready = 1
-            if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-                c.hup = 1
-        if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
-            c.wr_ready = 1
-        self.client_step(c)
-
-    cdef void client_step(self, Client c):
+        note_events(events, &c.rd_ready, &c.wr_ready, &c.hup)
         if c.state == CS_HEAD:
-            if c.out_busy():
-                self.flush_client_only(c)
-            else:
-                self.client_read_head(c)
+            self.client_read_head(c)
         elif c.state == CS_PROXY:
             self.pump(c)
         elif c.state == CS_TUNNEL:
@@ -784,12 +780,7 @@ cdef class Core:
         cdef socklen_t elen = sizeof(err)
         if u.state == US_CLOSED:
             return
-        if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-            u.rd_ready = 1
-            if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-                u.hup = 1
-        if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
-            u.wr_ready = 1
+        note_events(events, &u.rd_ready, &u.wr_ready, &u.hup)
         if u.state == US_IDLE:
             if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
                 self.close_upstream(u)      # the backend closed (or spoke out of turn): drop it
@@ -1648,11 +1639,6 @@ cdef class Core:
         c.state = CS_CLOSING
         c.deadline = self.now + self.t_send
         self.closing(c)
-
-    cdef void flush_client_only(self, Client c):
-        if flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready) != 0:
-            out_clear(&c.out)
-            self.client_read_head(c)
 
     cdef void abort(self, Client c):
         """Something broke mid-exchange: drop both connections without a word."""
