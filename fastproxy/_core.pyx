@@ -48,6 +48,7 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EP
 
 import os
 import struct
+from http import HTTPStatus
 
 from fastproxy import _shm
 
@@ -66,6 +67,7 @@ cdef enum ClientState:
     CS_HEAD = 1       # reading a request head (idle while no byte of it has come)
     CS_PROXY          # a request is being proxied
     CS_TUNNEL         # after 101 Switching Protocols: bytes both ways
+    CS_ANSWER         # writing an answer of the proxy's own (a `respond` route), then the next request
     CS_CLOSING        # writing a final answer, then close
     CS_LINGER         # answered and half-closed; reading what the client still sends, then close
     CS_CLOSED
@@ -255,7 +257,16 @@ cdef inline bint buffer_make_room(Buffer *b) noexcept nogil:
     return 1
 
 
-# --- routing and balancing (a per-worker weighted round robin; the shared-memory balancer replaces it) --
+# --- routing ------------------------------------------------------------------------------------------
+
+# The filter seams: a route's filters run where a request has been routed (request filters: they may
+# answer it themselves) and where a response head has been rewritten (response filters: they may change
+# it). A route without filters pays one flag test at each seam. Rate limits, the cache and compression
+# plug in here as further FilterFlags.
+cdef enum FilterFlag:
+    FILTER_RESPOND = 1       # request filter: the proxy answers (route `respond`)
+    FILTER_ADD_HEADERS = 2   # response filter: add fields (route `add_headers`)
+
 
 cdef struct Route:
     int host_kind            # 0 any, 1 suffix (*.x matches x and a.x), 2 exact
@@ -263,7 +274,15 @@ cdef struct Route:
     int host_len
     char path[1024]
     int path_len
-    int upstream
+    int upstream             # -1 for a route the proxy answers itself
+    int filters              # FilterFlag bits
+    const char *respond_head  # "HTTP/1.1 200 OK\r\nContent-Type..Content-Length: N\r\n" + add_headers
+    Py_ssize_t respond_head_len
+    const char *respond_body
+    Py_ssize_t respond_body_len
+    int respond_status
+    const char *add_headers  # "Name: value\r\n" lines
+    Py_ssize_t add_headers_len
 
 
 cdef struct Server:
@@ -370,6 +389,8 @@ cdef class Client:
     cdef long long req_body_seen
     cdef ChunkState req_chunk
     cdef int upstream_group
+    cdef int route               # index of the matched route
+    cdef int route_filters       # its FilterFlag bits
     cdef int tried[TRIED_MAX]    # servers already tried for this request
     cdef int n_tried
     cdef int picked              # the server the balancer gave us (-1: none held); released once
@@ -418,6 +439,7 @@ cdef class Core:
     cdef int n_groups
     cdef Route *routes
     cdef int n_routes
+    cdef list route_texts         # the bytes the Route structs point into
     cdef Py_ssize_t buffer_size
     cdef long long max_body
     cdef double t_client_header, t_client_body, t_keepalive
@@ -502,6 +524,7 @@ cdef class Core:
                 index += 1
 
     def _load_routes(self, config):
+        self.route_texts = []
         self.n_routes = len(config.routes)
         self.routes = <Route *>malloc(sizeof(Route) * max(1, self.n_routes))
         if self.routes == NULL:
@@ -523,7 +546,34 @@ cdef class Core:
             self.routes[i].host_len = len(text)
             memcpy(self.routes[i].path, <char *>path, len(path))
             self.routes[i].path_len = len(path)
-            self.routes[i].upstream = self.group_index[r.upstream]
+            self.routes[i].upstream = self.group_index[r.upstream] if r.upstream is not None else -1
+            self._load_filters(&self.routes[i], r)
+
+    cdef _load_filters(self, Route *route, r):
+        """Prepare a route's filters as ready-made bytes, so the seams only copy them."""
+        fields = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+                          for name, value in r.add_headers)
+        if fields:
+            route.filters |= FILTER_ADD_HEADERS
+            route.add_headers = self.keep_text(fields)
+            route.add_headers_len = len(fields)
+        if r.respond is not None:
+            body = r.respond.body.encode()
+            head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+                r.respond.status, HTTPStatus(r.respond.status).phrase.encode(),
+                r.respond.content_type.encode("latin-1"), len(body))) + fields
+            if len(head) + 64 > self.limits.max_head + HEAD_SLACK:
+                raise ValueError("route %s%s: respond head too large" % (r.host, r.path))
+            route.filters |= FILTER_RESPOND
+            route.respond_status = r.respond.status
+            route.respond_head = self.keep_text(head)
+            route.respond_head_len = len(head)
+            route.respond_body = self.keep_text(body)
+            route.respond_body_len = len(body)
+
+    cdef const char *keep_text(self, bytes text):
+        self.route_texts.append(text)
+        return text
 
     def __dealloc__(self):
         free(self.servers)
@@ -769,6 +819,8 @@ cdef class Core:
             self.pump(c)
         elif c.state == CS_TUNNEL:
             self.tunnel(c)
+        elif c.state == CS_ANSWER:
+            self.answering(c)
         elif c.state == CS_CLOSING:
             self.closing(c)
         elif c.state == CS_LINGER:
@@ -844,7 +896,8 @@ cdef class Core:
                     return
 
     cdef void start_request(self, Client c, Py_ssize_t head_len):
-        cdef int group
+        cdef int ri
+        cdef Route *r
         self.n_requests += 1
         c.req_start = c.rb.start
         c.req_head_len = head_len
@@ -874,11 +927,16 @@ cdef class Core:
             c.req_done = 0
         else:
             c.req_done = 1
-        group = self.route(c)
-        if group < 0:
+        ri = self.route(c)
+        if ri < 0:
             self.answer_error(c, 404)
             return
-        c.upstream_group = group
+        r = &self.routes[ri]
+        c.route = ri
+        c.route_filters = r.filters
+        if r.filters and self.request_filters(c, r):
+            return
+        c.upstream_group = r.upstream
         self.balancing_key(c)
         c.state = CS_PROXY
         c.deadline = 0
@@ -937,6 +995,53 @@ cdef class Core:
             c.log.status = status
         self.alog.write(c.log, self.now)
 
+    # --- the request filter seam ------------------------------------------------------------------
+
+    cdef bint request_filters(self, Client c, Route *r):
+        """Run the route's request filters: True when one of them answered the request."""
+        if r.filters & FILTER_RESPOND:
+            self.answer_local(c, r)
+            return 1
+        return 0
+
+    cdef void answer_local(self, Client c, Route *r):
+        """Answer from the proxy itself. Keep-alive goes on unless a request body would have to be read."""
+        cdef Py_ssize_t n = r.respond_head_len
+        c.keep_alive = c.req.keep_alive and c.req_done and not self.draining and self.t_keepalive > 0
+        memcpy(c.head, r.respond_head, n)
+        if not c.keep_alive:
+            memcpy(c.head + n, b"Connection: close\r\n", 19)
+            n += 19
+        elif c.req.version_minor == 0:
+            memcpy(c.head + n, b"Connection: keep-alive\r\n", 24)
+            n += 24
+        memcpy(c.head + n, b"\r\n", 2)
+        out_clear(&c.out)
+        c.out.head_len = n + 2
+        if c.req.method != METHOD_HEAD:
+            c.out.body_len = r.respond_body_len
+        self.count_status(r.respond_status)
+        if c.log_open:
+            c.log.status = r.respond_status
+        c.resp_started = 1
+        c.state = CS_ANSWER
+        self.answering(c)
+
+    cdef void answering(self, Client c):
+        cdef Py_ssize_t before = out_left(&c.out)
+        cdef int r = flush_out(c.fd, &c.out, c.head, <char *>self.routes[c.route].respond_body,
+                               &c.wr_ready)
+        if c.log_open:
+            c.log.bytes_sent += before - out_left(&c.out)
+        if r < 0:
+            self.close_client(c)
+        elif r == 0:
+            c.deadline = self.now + self.t_send
+        else:
+            out_clear(&c.out)
+            c.fwd = c.req_start + c.req_head_len
+            self.finish_exchange(c)
+
     cdef void send_continue(self, Client c):
         memcpy(c.head, CONTINUE_100, 25)
         c.out.head_off = 0
@@ -961,7 +1066,7 @@ cdef class Core:
             if (r.host_kind > best_kind or (r.host_kind == best_kind and r.host_len > best_host) or
                     (r.host_kind == best_kind and r.host_len == best_host and r.path_len > best_path)):
                 best, best_kind, best_host, best_path = i, r.host_kind, r.host_len, r.path_len
-        return self.routes[best].upstream if best >= 0 else -1
+        return best
 
     # --- choosing and connecting to a backend ---------------------------------------------------
 
@@ -1420,6 +1525,8 @@ cdef class Core:
             self.upstream_failed(c, F_BAD_RESPONSE)
             return -1
         c.response_seconds = self.now - c.picked_at
+        if c.route_filters:
+            n = self.response_filters(c, n)
         if (self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE and
                 c.cookie_server != u.server):
             n = self.add_sticky_cookie(c, u.server, n)
@@ -1444,6 +1551,18 @@ cdef class Core:
             memset(&c.resp_chunk, 0, sizeof(ChunkState))
             c.resp_state = RS_BODY
         return 1
+
+    # --- the response filter seam -----------------------------------------------------------------
+
+    cdef Py_ssize_t response_filters(self, Client c, Py_ssize_t n):
+        """Run the route's response filters over the rewritten head c.head[0:n]; returns its new length."""
+        cdef Route *r = &self.routes[c.route]
+        if r.filters & FILTER_ADD_HEADERS and n + r.add_headers_len <= c.head_cap:
+            # before the head's final CRLF
+            memcpy(c.head + n - 2, r.add_headers, r.add_headers_len)
+            n += r.add_headers_len
+            memcpy(c.head + n - 2, b"\r\n", 2)
+        return n
 
     cdef Py_ssize_t add_sticky_cookie(self, Client c, int srv, Py_ssize_t n):
         """Insert Set-Cookie before the head's final CRLF: the client was new here or has moved."""

@@ -39,7 +39,9 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
             queue_size   int requests waiting for a server at max_conns, per worker; queue_timeout float s (503)
         Server(address, host, port, weight, family, max_conns (0 = unlimited, global across workers),
                slow_start (seconds, 0 = off), backup)   host is a numeric IP after loading
-    Config.routes                    tuple[Route, ...]; Route(host, path, upstream)
+    Config.routes                    tuple[Route, ...]; Route(host, path, upstream, respond, add_headers)
+                                     upstream: str | None; respond: Respond(status, body, content_type) |
+                                     None (exactly one of the two); add_headers: ((name, value), ...)
                                      host is lowercase: "*", "exact.name" or "*.suffix" (suffix keeps its dot)
 
     family is socket.AF_INET or socket.AF_INET6; address is the text as written in the file.
@@ -465,6 +467,58 @@ class Upstream(Table):
         return cls(**values, **extra)
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# fields the proxy itself manages: a route may not add them (RFC 9110 7.6.1 hop-by-hop, and framing)
+_MANAGED_FIELDS = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                   "upgrade", "content-length"}
+
+
+def field_value(v):
+    """An HTTP field value: visible ASCII, spaces and tabs (RFC 9110 5.5), no leading or trailing space."""
+    if not isinstance(v, str) or v != v.strip(" \t") or any(c < " " and c != "\t" or c == "\x7f" for c in v):
+        raise ValueError("must be a field value: no control bytes, no leading or trailing space")
+    v.encode("latin-1")
+    return v
+
+
+def header_table(v):
+    """{ "Name" = "value", ... } -> ((name, value), ...) in file order."""
+    if not isinstance(v, dict):
+        raise ValueError('must be a table like { "X-Frame-Options" = "DENY" }')
+    out = []
+    for name, value in v.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"{name!r} is not a field name (an RFC 9110 token)")
+        if name.lower() in _MANAGED_FIELDS:
+            raise ValueError(f"{name} is managed by the proxy and cannot be added")
+        try:
+            out.append((name, field_value(value)))
+        except (ValueError, UnicodeEncodeError):
+            raise ValueError(f"{name}: must be a field value: no control bytes, no leading or trailing space, "
+                             "Latin-1 only") from None
+    return tuple(out)
+
+
+def text(v):
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    return v
+
+
+def status_code(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 599 or v in (204, 304):
+        raise ValueError("must be a status code from 200 to 599 (not 204 or 304: they have no body)")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class Respond(Table):
+    """respond: The proxy answers the route itself, without a backend (nginx's `return`)."""
+    status: int = opt(200, "Status code of the answer.", status_code)
+    body: str = opt("", "Body of the answer (UTF-8).", text)
+    content_type: str = opt("text/plain; charset=utf-8", "Content-Type of the answer.", field_value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Route(Table):
     """[[routes]]: A request goes to the upstream of the route that matches its host most exactly (an exact
@@ -472,7 +526,12 @@ class Route(Table):
     host: str = opt("*", '"*" (any), "exact.name", or "*.suffix" (suffix itself and every name under it).',
                     route_host)
     path: str = opt("/", 'Path prefix, starting with "/".', route_path)
-    upstream: str = req("Name of an [upstreams.NAME] table.", upstream_name)
+    upstream: str | None = opt(None, "Name of an [upstreams.NAME] table (required unless respond is set).",
+                               upstream_name)
+    respond: Respond | None = sub(Respond, "Answer from the proxy itself { status, body, content_type } "
+                                  "instead of an upstream; none by default.", present=False)
+    add_headers: tuple = opt({}, 'Fields added to every response of the route, e.g. { "X-Frame-Options" = '
+                             '"DENY" } (nginx\'s add_header).', header_table)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -687,8 +746,11 @@ class _Loader:
         for i, route in enumerate(s["routes"]):
             if route is None:
                 continue
+            if (route.upstream is None) == (route.respond is None):
+                self.fail(("routes", i), ("upstream",), "set exactly one of upstream and respond")
             # an upstream that is in the file but has errors of its own is not reported again here
-            if not isinstance(data.get("upstreams"), dict) or route.upstream not in data["upstreams"]:
+            elif route.upstream is not None and (not isinstance(data.get("upstreams"), dict)
+                                                 or route.upstream not in data["upstreams"]):
                 self.fail(("routes", i), ("upstream",), f"no upstream named {route.upstream!r}")
             if (route.host, route.path) in seen:
                 self.fail(("routes", i), ("path",),
