@@ -60,6 +60,7 @@ DEF DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is cl
 # epoll data: an odd value is a listener ((fd << 1) | 1), TAG_WAKEUP the signal pipe, anything else
 # a pointer to a Client or Upstream (kept alive by Core.live).
 DEF TAG_WAKEUP = 2
+DEF SPARE_BLOCKS = 256         # buffer blocks kept for reuse (a block: buffer_size + a head buffer)
 DEF TRIED_MAX = 32             # servers one request may try (the balancer's `tries` is capped by it)
 
 # What a client connection is doing.
@@ -440,6 +441,8 @@ cdef class Core:
     cdef Route *routes
     cdef int n_routes
     cdef list route_texts         # the bytes the Route structs point into
+    cdef char *spare[SPARE_BLOCKS]  # buffer blocks of closed connections, reused by new ones
+    cdef int n_spare
     cdef Py_ssize_t buffer_size
     cdef long long max_body
     cdef double t_client_header, t_client_body, t_keepalive
@@ -576,6 +579,9 @@ cdef class Core:
         return text
 
     def __dealloc__(self):
+        while self.n_spare > 0:
+            self.n_spare -= 1
+            free(self.spare[self.n_spare])
         free(self.servers)
         free(self.groups)
         free(self.routes)
@@ -779,22 +785,29 @@ cdef class Core:
             self.client_read_head(c)
 
     cdef bint alloc_buffers(self, Buffer *rb, char **head, Py_ssize_t *head_cap):
-        rb.data = <char *>malloc(self.buffer_size)
+        """A connection's read buffer and head buffer: one block, from the pool of spare blocks."""
+        cdef char *block
+        if self.n_spare > 0:
+            self.n_spare -= 1
+            block = self.spare[self.n_spare]
+        else:
+            block = <char *>malloc(self.buffer_size + self.limits.max_head + HEAD_SLACK)
+            if block == NULL:
+                return 0
+        rb.data = block
         rb.cap = self.buffer_size
         rb.start = rb.end = 0
+        head[0] = block + self.buffer_size
         head_cap[0] = self.limits.max_head + HEAD_SLACK
-        head[0] = <char *>malloc(head_cap[0])
-        if rb.data == NULL or head[0] == NULL:
-            free(rb.data)
-            free(head[0])
-            rb.data = NULL
-            head[0] = NULL
-            return 0
         return 1
 
     cdef void free_buffers(self, Buffer *rb, char **head):
-        free(rb.data)
-        free(head[0])
+        if rb.data != NULL:
+            if self.n_spare < SPARE_BLOCKS:
+                self.spare[self.n_spare] = rb.data
+                self.n_spare += 1
+            else:
+                free(rb.data)
         rb.data = NULL
         head[0] = NULL
 
