@@ -224,3 +224,31 @@ def test_runtime_control_and_reload_keep_the_drain(served, backends):
     assert got["b0"] > 0
     bad = fastproxy("drain", "-c", proxy.config_path, "app", "127.0.0.1:1")
     assert bad.returncode == 1 and "no server" in bad.stderr
+
+
+def test_backup_is_used_only_when_every_primary_is_out(served, backends):
+    a, b = backends(2)
+    proxy = served([a.address, (b.address, "backup = true")])
+    assert {backend_of(get(proxy.port)) for _ in range(20)} == {"b0"}
+    # taken out by hand: the backup takes over, in every worker
+    assert fastproxy("disable", "-c", proxy.config_path, "app", a.address).returncode == 0
+    assert {backend_of(get(proxy.port)) for _ in range(20)} == {"b1"}
+    assert fastproxy("enable", "-c", proxy.config_path, "app", a.address).returncode == 0
+    assert {backend_of(get(proxy.port)) for _ in range(20)} == {"b0"}
+    # gone: the requests that meet the refusal fail over to the backup, no client sees an error
+    a.stop()
+    replies = [get(proxy.port) for _ in range(20)]
+    assert [(r.status, backend_of(r)) for r in replies] == [(200, "b1")] * 20
+    assert snapshot(proxy)[a.address]["state"] == "down"             # passive checks took it out
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn", "p2c", "least_time"])
+def test_weights_shape_the_distribution_of_every_algorithm(served, backends, balance):
+    a, b = backends(2)
+    proxy = served([(a.address, "weight = 3"), b.address], balance)
+    n = 400
+    counts = collections.Counter(backend_of(get(proxy.port)) for _ in range(n))
+    # one request at a time: every server is idle at each pick, so the load-aware algorithms fall back to
+    # the weights as well; p2c picks at random, hence the wider tolerance
+    tolerance = 0.10 if balance == "p2c" else 0.03
+    assert abs(counts["b0"] / n - 0.75) <= tolerance, counts
