@@ -14,8 +14,6 @@ class Core:
         """Fast: close everything now. Graceful: stop accepting, finish in-flight requests, then return."""
     def set_access_log(self, fd: int, fmt: str = "combined") -> None:
         """Log one line per request to fd ("combined" or "json"); -1 turns the log off."""
-    def set_heartbeat(self, buf: object, offset: int) -> None:
-        """Write CLOCK_MONOTONIC as a float64 at buf[offset:offset+8] about every 100 ms."""
     def stats(self) -> dict[str, int]:
         """client_open, client_total, upstream_open, upstream_idle, upstream_total, requests,
         responses_4xx, responses_5xx."""

@@ -47,7 +47,6 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EP
                              socket, socklen_t, timespec, writev)
 
 import os
-import struct
 from http import HTTPStatus
 
 from fastproxy import _shm
@@ -461,8 +460,6 @@ cdef class Core:
     cdef object stats_path
     cdef tuple last_stats
     cdef AccessLog alog           # None when the access log is off
-    cdef object heartbeat         # a buffer shared with the master, or None
-    cdef Py_ssize_t heartbeat_offset
 
     def __cinit__(self):
         self.epfd = -1
@@ -627,16 +624,6 @@ cdef class Core:
             self.alog.flush()
         self.alog = AccessLog(fd, fmt) if fd >= 0 else None
 
-    def set_heartbeat(self, buf, Py_ssize_t offset):
-        """Write CLOCK_MONOTONIC as a float64 at buf[offset:offset+8] every sweep, for the master."""
-        self.heartbeat = buf
-        self.heartbeat_offset = offset
-        self.beat()
-
-    cdef beat(self):
-        if self.heartbeat is not None:
-            struct.pack_into("d", self.heartbeat, self.heartbeat_offset, monotonic())
-
     def stats(self):
         return {
             "client_open": self.n_client_open, "client_total": self.n_client_total,
@@ -718,11 +705,10 @@ cdef class Core:
                     self.upstream_timeout(u)
         if self.draining and (self.n_client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
-        self.balancer.tick(self.now)
+        self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
         if self.waiting:
             self.serve_waiting()
         self.write_stats(False)
-        self.beat()
         if self.alog is not None:
             self.alog.refresh_time()
             self.alog.flush()

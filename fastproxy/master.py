@@ -21,8 +21,9 @@ Rules:
   renames .oldbin back, and restarts its workers if WINCH had retired them (nginx does the same).
 - Supervision: a worker that dies is respawned at once; one that keeps dying soon after start is backed off
   (doubling delay, capped), every death is logged with its exit reason or signal. Each worker's event loop
-  writes its CLOCK_MONOTONIC time into a shared memory cell; one silent for worker_heartbeat_timeout is
-  killed as hung (and respawned); a retiring worker still there after drain_timeout is killed too.
+  writes its CLOCK_MONOTONIC time into its row of the shared backend table (every ~100 ms); one silent for
+  worker_heartbeat_timeout (counted from its start until it has a row) is killed as hung (and respawned);
+  a retiring worker still there after drain_timeout is killed too.
 - No child outlives the master: every exit path of run() stops and waits for the workers (KILL after a
   deadline), and workers also get SIGTERM from the kernel if the master dies (PR_SET_PDEATHSIG). A new
   master started by USR2 is not a worker: it outlives the old one on purpose.
@@ -30,11 +31,9 @@ Rules:
   other children to itself.
 """
 
-import mmap
 import os
 import select
 import signal
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ FAST_STOP_TIMEOUT = 5.0     # seconds workers get to exit after TERM before they
 DRAIN_GRACE = 5.0           # beyond drain_timeout, before a draining worker is killed (the core stops itself first)
 MIN_LIFETIME = 5.0          # a worker dying sooner than this counts towards a crash loop
 MAX_BACKOFF = 30.0
-HEARTBEAT_CELLS = 512       # workers alive at once (old and new generations together)
 
 
 @dataclass
@@ -69,7 +67,6 @@ class WorkerProc:
     generation: int
     started: float
     ready_fd: int | None        # read end of its ready pipe, until it reported ready or closed it
-    heartbeat: int | None       # offset of its heartbeat cell
     ready: bool = False
     retiring: bool = False      # told to stop (QUIT or TERM): never respawned
     kill_at: float = float("inf")   # retiring: killed if still there at this time
@@ -104,32 +101,6 @@ def backoff_delay(failures):
     return 0.0 if failures <= 1 else min(0.25 * 2 ** (failures - 2), MAX_BACKOFF)
 
 
-class Heartbeats:
-    """Shared anonymous memory (created before any fork): one float64 cell per live worker.
-
-    The worker's core writes time.monotonic()'s clock (CLOCK_MONOTONIC) into its cell every ~100 ms, from
-    its event loop (Core.set_heartbeat); the master sets the cell to the spawn time, so start-up counts too.
-    """
-
-    def __init__(self, cells=HEARTBEAT_CELLS):
-        self.buf = mmap.mmap(-1, cells * 8)
-        self.free = list(range((cells - 1) * 8, -1, -8))
-
-    def take(self):
-        if not self.free:
-            return None
-        offset = self.free.pop()
-        struct.pack_into("d", self.buf, offset, time.monotonic())
-        return offset
-
-    def age(self, offset):
-        return time.monotonic() - struct.unpack_from("d", self.buf, offset)[0]
-
-    def give(self, offset):
-        if offset is not None:
-            self.free.append(offset)
-
-
 class UnionConfig:
     """Several configs seen as one by _shm.Table.assign(keep=...): every upstream with all their servers."""
 
@@ -149,7 +120,6 @@ class Master:
         self.generation = 1             # bumped by every accepted reload
         self.nworkers = config.server.workers   # changed by TTIN/TTOU and reloads
         self.listeners = sockets.Listeners()
-        self.heartbeats = None
         self.workers = {}               # pid -> WorkerProc
         self.failures = {}              # slot -> deaths in a row soon after start
         self.respawn_at = {}            # slot -> monotonic time before which it is not respawned
@@ -215,7 +185,6 @@ class Master:
         except OSError as e:
             raise HaltServer(f"cannot start: {e.strerror}", 1) from None
         self.listeners.close_unused(self.config.listens, self.nworkers)    # inherited ones no longer listed
-        self.heartbeats = Heartbeats()
         self.start_balancing()
         listens = ", ".join(listen.address for listen in self.config.listens)
         log(f"fastproxy master started: {self.config.path}, listening on {listens}, "
@@ -551,7 +520,6 @@ class Master:
 
     def spawn_worker(self, slot):
         r, w = os.pipe2(os.O_CLOEXEC)
-        heartbeat = self.heartbeats.take()
         mine = self.listeners.slot_fds(self.config.listens, slot)
         close_fds = [*self.pipe, r] + [p.ready_fd for p in self.workers.values() if p.ready_fd is not None]
         close_fds += [fd for fd in self.listeners.all_fds() if fd not in mine]
@@ -562,14 +530,12 @@ class Master:
             pid = os.fork()
             if pid == 0:
                 Worker(self.config, mine, slot, self.pid, self.generation, close_fds=close_fds, ready_fd=w,
-                       heartbeat=(self.heartbeats.buf, heartbeat) if heartbeat is not None else None,
                        unblock=QUEUED_SIGNALS).run()
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, QUEUED_SIGNALS)
         os.close(w)
         os.set_blocking(r, False)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic(), r, heartbeat,
-                                       config=self.config)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, time.monotonic(), r, config=self.config)
         self.announced_ready = False
         log(f"worker {slot} (pid {pid}, gen {self.generation}) started")
 
@@ -593,7 +559,6 @@ class Master:
     def worker_died(self, w, status):
         self.table.release_row(w.pid)       # its in-flight counts leave the shared table with it
         self.close_ready_pipe(w)
-        self.heartbeats.give(w.heartbeat)
         lived = time.monotonic() - w.started
         what = f"worker {w.slot} (pid {w.pid}, gen {w.generation})"
         if self.stopping or w.retiring or w.generation != self.generation:
@@ -628,6 +593,8 @@ class Master:
         """KILL workers whose event loop stopped beating, and retiring workers past their deadline."""
         now = time.monotonic()
         timeout = self.config.server.worker_heartbeat_timeout
+        # the event loop's beat, from the worker's row in the shared table (none yet: it is starting)
+        beats = {row["pid"]: row["heartbeat_age"] for row in self.table.rows()}
         for w in self.workers.values():
             if w.killed:
                 continue
@@ -636,7 +603,7 @@ class Master:
                     "deadline; killing it")
                 self.kill(w, signal.SIGKILL)
                 w.killed = True
-            elif w.heartbeat is not None and (age := self.heartbeats.age(w.heartbeat)) > timeout:
+            elif (age := beats.get(w.pid, now - w.started)) > timeout:
                 log(f"worker {w.slot} (pid {w.pid}, gen {w.generation}) hung: no heartbeat for {age:.1f}s "
                     f"(worker_heartbeat_timeout {timeout:g}s); killing it")
                 self.kill(w, signal.SIGKILL)

@@ -3,8 +3,8 @@
 Fork hygiene lives here: the master's signal handlers and wakeup fd are replaced, every master fd that is
 not this worker's (sibling slots' listeners, old listeners, the master's pipes) is closed, and the epoll fd
 is created by the core only now, after fork.
-Once the core is built with its access log and heartbeat, the worker writes one byte on its ready pipe:
-the master retires old workers (reload, upgrade) only after that byte.
+Once the core is built (with its access log; its event loop beats in its row of the shared table), the
+worker writes one byte on its ready pipe: the master retires old workers (reload, upgrade) only after it.
 Signals: TERM/INT fast stop, QUIT graceful stop (drain), USR1 reopen the logs; the master's own signals
 (HUP, USR2, WINCH, TTIN, TTOU) are ignored so a stray one cannot kill a worker.
 The exit code says why the worker ended (errors.EXIT_*); the master logs it and backs off crash loops.
@@ -45,7 +45,7 @@ def make_wakeup_pipe():
 
 class Worker:
     def __init__(self, config, listen_fds, slot, master_pid, generation=1, close_fds=(), ready_fd=None,
-                 heartbeat=None, unblock=()):
+                 unblock=()):
         self.config = config
         self.listen_fds = list(listen_fds)  # this slot's listening fds, one per config.listens entry
         self.slot = slot
@@ -53,7 +53,6 @@ class Worker:
         self.generation = generation
         self.close_fds = close_fds      # master fds inherited through fork that are not ours
         self.ready_fd = ready_fd        # a byte is written here once the core is built
-        self.heartbeat = heartbeat      # (shared buffer, offset) the core writes its loop's time to
         self.unblock = unblock          # signals the master blocked across fork, unblocked once handled here
         self.core = None
         self.stop_asked = None          # a stop that came before the core existed
@@ -102,7 +101,6 @@ class Worker:
         except OSError as e:
             log(f"cannot open access log {self.config.log.access_log}: {e.strerror}")
             return errors.EXIT_CONFIG
-        self.start_heartbeat()
         if self.stop_asked is not None:
             return errors.EXIT_OK
         if self.ready_fd is not None:
@@ -122,12 +120,6 @@ class Worker:
         old, self.access_fd = self.access_fd, fd
         if old >= 0:
             os.close(old)
-
-    def start_heartbeat(self):
-        if self.heartbeat is None:
-            return
-        buf, offset = self.heartbeat
-        self.core.set_heartbeat(buf, offset)
 
     def install_signals(self):
         for sig in IGNORED:
