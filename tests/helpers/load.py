@@ -182,7 +182,12 @@ class Served:
         return total
 
     def alive(self, pid):
-        return pid is not None and os.path.exists(f"/proc/{pid}") and procs._stat_fields(pid)[0] != "Z"
+        if pid is None:
+            return False
+        try:
+            return procs._stat_fields(pid)[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):    # gone (or going) meanwhile
+            return False
 
     def stop(self, check=True):
         """TERM every master there is (pidfile, .oldbin, the first one), wait, and check none of their

@@ -70,7 +70,7 @@ def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):    # gone meanwhile: /proc says either
         return ""
 
 
