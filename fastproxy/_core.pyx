@@ -7,6 +7,8 @@ Rules of this module:
   so a read that came back short, or a write that was cut, is the only thing that clears them. That
   keeps a kept-alive request at four system calls: read the client, write the backend, read the
   backend, write the client.
+- A connection holds its buffers only while it has work: an idle kept-alive client or pooled backend
+  connection gives them back to the worker's pool of spare blocks.
 - Bytes are never copied between buffers. A request body is forwarded straight out of the client's read
   buffer, a response body straight out of the backend's; only heads are rewritten, into a head buffer of
   the receiving side. Reading from one side pauses while its buffer holds bytes the other side has not
@@ -788,6 +790,7 @@ cdef class Core:
         return 1
 
     cdef void free_buffers(self, Buffer *rb, char **head):
+        rb.start = rb.end = 0
         if rb.data != NULL:
             if self.n_spare < SPARE_BLOCKS:
                 self.spare[self.n_spare] = rb.data
@@ -870,6 +873,9 @@ cdef class Core:
                     self.answer_error(c, c.req.err_status)
                     return
             if not c.rd_ready:
+                return
+            if c.rb.data == NULL and not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
+                self.close_client(c)      # out of memory: this one client goes, the worker stays
                 return
             if avail == 0:
                 c.rb.start = c.rb.end = 0
@@ -1184,6 +1190,11 @@ cdef class Core:
             else:
                 u.reused = 1
                 u.state = US_ACTIVE
+                if not self.alloc_buffers(&u.rb, &u.head, &u.head_cap):
+                    self.close_upstream(u)
+                    c.last_failure = F_CONNECT
+                    self.release_pick(c, OUTCOME_ABORTED)
+                    continue
             u.client = c
             c.up = u
             if not self.prepare_request(c, u):
@@ -1598,7 +1609,7 @@ cdef class Core:
             if (u.resp.keep_alive and c.req_done and u.rb.start == u.rb.end and not out_pending(&u.out)
                     and not self.draining and len(<list>self.pools[u.server]) < g.keepalive):
                 u.state = US_IDLE
-                u.rb.start = u.rb.end = 0
+                self.free_buffers(&u.rb, &u.head)   # an idle connection holds no buffer
                 u.deadline = self.now + g.keepalive_timeout
                 (<list>self.pools[u.server]).append(u)
                 self.n_upstream_idle += 1
@@ -1614,7 +1625,7 @@ cdef class Core:
             c.nodelay = 1
         c.rb.start = c.fwd
         if c.rb.start == c.rb.end:
-            c.rb.start = c.rb.end = 0
+            self.free_buffers(&c.rb, &c.head)   # idle between requests: no buffer until bytes come
         c.deadline = self.now + self.t_keepalive
         c.idle_since = self.now       # while draining, the sweep closes it after a grace period
         self.client_read_head(c)
