@@ -5,6 +5,9 @@
                                                    one back on the same port
     proxy(config_text)   -> RunningProxy           the proxy running that config (helpers/config.py builds it)
     workers              -> 1, then 2              parametrises a test over the worker count
+    demo(name)           -> DemoBackend            a `python -m fastproxy.demo` backend (fast; for load tests)
+    served(text, sub)    -> Served                 `fastproxy serve` with a pidfile, following every master
+                                                   a binary upgrade creates (helpers/load.py)
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
 workers' debug stats show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
@@ -20,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from helpers.load import DemoBackend, Served  # noqa: E402
 from helpers.running import RunningBackend, RunningProxy  # noqa: E402
 
 
@@ -85,3 +89,32 @@ def proxy(request, tmp_path, backends):
             errors.append(str(e))
     if errors:
         pytest.fail("\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def demo():
+    started = []
+
+    def start(name):
+        b = DemoBackend(name)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def served(tmp_path, demo, backends):
+    # depends on demo and backends so that proxies stop before the backends behind them
+    started = []
+
+    def start(text, sub="proxy"):
+        s = Served(text, str(tmp_path / sub))
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()

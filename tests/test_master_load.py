@@ -13,38 +13,10 @@ import time
 
 import pytest
 from helpers import procs
-from helpers.load import DemoBackend, Served, Wrk, serve_config
+from helpers.load import Wrk, serve_config
 
 WRK_SECONDS = 4
 TRAFFIC = 200       # requests seen by the workers before and after each step
-
-
-@pytest.fixture
-def demo():
-    started = []
-
-    def start(name):
-        b = DemoBackend(name)
-        started.append(b)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
-
-
-@pytest.fixture
-def served(tmp_path, demo):
-    started = []
-
-    def start(text):
-        s = Served(text, str(tmp_path))
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 @pytest.fixture
@@ -84,13 +56,13 @@ def assert_clean(r):
 @modes
 def test_reload_moves_traffic_to_new_servers_without_errors(tmp_path, demo, served, wrk, close):
     a, b = demo("A"), demo("B")
-    p = served(serve_config(str(tmp_path), [a.address]))
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address]))
     master = p.master()
     old_workers = set(p.workers())
     w = wrk(p.port, close)
     wait_traffic(p, TRAFFIC)
     since = p.log_size()
-    p.write_config(serve_config(str(tmp_path), [b.address], port=p.port))
+    p.write_config(serve_config(str(tmp_path / "proxy"), [b.address], port=p.port))
     os.kill(master, signal.SIGHUP)
     p.wait_log(r"reload complete: generation 2", since)
     procs.wait_for(lambda: not (old_workers & set(procs.children(master))), message="old workers to exit")
@@ -108,14 +80,14 @@ def test_reload_moves_traffic_to_new_servers_without_errors(tmp_path, demo, serv
 @modes
 def test_broken_reload_keeps_the_old_config_serving(tmp_path, demo, served, wrk, close):
     a, b = demo("A"), demo("B")
-    text = serve_config(str(tmp_path), [a.address])
+    text = serve_config(str(tmp_path / "proxy"), [a.address])
     p = served(text)
     workers = set(p.workers())
     w = wrk(p.port, close)
     wait_traffic(p, TRAFFIC)
     since = p.log_size()
     # a valid TOML file with a bad value: the error must name the file, line, table and key
-    p.write_config(serve_config(str(tmp_path), [b.address], port=p.port).replace(
+    p.write_config(serve_config(str(tmp_path / "proxy"), [b.address], port=p.port).replace(
         "[[routes]]", '[[routes]]\nhost = "bad host!"'))
     os.kill(p.master(), signal.SIGHUP)
     p.wait_log(r"reload refused: the running configuration keeps serving", since)
@@ -145,7 +117,7 @@ def start_upgrade(p, since):
 @modes
 def test_binary_upgrade_without_errors(tmp_path, demo, served, wrk, close):
     a = demo("A")
-    p = served(serve_config(str(tmp_path), [a.address]))
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address]))
     w = wrk(p.port, close)
     wait_traffic(p, TRAFFIC)
     since = p.log_size()
@@ -167,7 +139,7 @@ def test_binary_upgrade_without_errors(tmp_path, demo, served, wrk, close):
 @modes
 def test_rollback_without_errors(tmp_path, demo, served, wrk, close):
     a = demo("A")
-    p = served(serve_config(str(tmp_path), [a.address]))
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address]))
     w = wrk(p.port, close)
     wait_traffic(p, TRAFFIC)
     since = p.log_size()
@@ -191,7 +163,7 @@ def test_rollback_without_errors(tmp_path, demo, served, wrk, close):
 
 def test_killed_worker_is_back_at_once_and_no_client_is_refused(tmp_path, demo, served, wrk):
     a = demo("A")
-    p = served(serve_config(str(tmp_path), [a.address]))
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address]))
     master = p.master()
     w = wrk(p.port)
     wait_traffic(p, TRAFFIC)

@@ -11,39 +11,10 @@ import signal
 import subprocess
 import sys
 
-import pytest
 from helpers import procs
 from helpers.client import Client
-from helpers.load import DemoBackend, Served, serve_config
+from helpers.load import serve_config
 from helpers.running import REPO_DIR, free_port, port_answers
-
-
-@pytest.fixture
-def demo():
-    started = []
-
-    def start(name):
-        b = DemoBackend(name)
-        started.append(b)
-        return b
-
-    yield start
-    for b in started:
-        b.stop()
-
-
-@pytest.fixture
-def served(tmp_path, demo, backends):
-    started = []
-
-    def start(text, sub="proxy"):
-        s = Served(text, str(tmp_path / sub))
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 def cli(*args, timeout=60):
