@@ -1,100 +1,88 @@
 # cython: language_level=3
-"""The worker's event loop: accept clients, proxy each request to a backend, stream the answer back.
+"""The proxy: a worker's exchanges between clients and backends, on top of the event loop.
+
+Where things live (one concern per module, each with its .pxd):
+  _loop       epoll loop, listeners and accept (limit and back-off), timers, dispatch
+  _transport  every read and write of a socket (plain TCP; TLS next), readiness, the outgoing queue
+  _client     a client connection (what stays across its requests)
+  _backend    servers and backend connections; opening a socket
+  _pool       idle backend connections per server
+  _exchange   one request and its response, reset in one place
+  _routing    host/path -> route
+  _filters    the per-route filter chain and the built-in filters
+  _core       (this file) the two state machines that move an exchange along: request head, route,
+              filters, balancer, backend, streaming both ways, retries, errors, keep-alive, tunnels
 
 Rules of this module:
-- One epoll set per worker, edge-triggered. A socket is registered once (EPOLLIN | EPOLLOUT | EPOLLRDHUP)
-  and never modified: `rd_ready` / `wr_ready` remember what the kernel last said (nginx's `ready` flags),
-  so a read that came back short, or a write that was cut, is the only thing that clears them. That
-  keeps a kept-alive request at four system calls: read the client, write the backend, read the
-  backend, write the client.
-- A connection holds its buffers only while it has work: an idle kept-alive client or pooled backend
-  connection gives them back to the worker's pool of spare blocks.
+- A kept-alive request costs four system calls: read the client, write the backend, read the backend,
+  write the client (readiness is remembered by the transport, see _transport.pxd).
 - Bytes are never copied between buffers. A request body is forwarded straight out of the client's read
-  buffer, a response body straight out of the backend's; only heads are rewritten, into a head buffer of
-  the receiving side. Reading from one side pauses while its buffer holds bytes the other side has not
-  taken yet: that is the back-pressure, and memory per connection stays at two buffers.
+  buffer, a response body straight out of the backend's; only heads are rewritten, into a head buffer
+  of the receiving side. Reading from one side pauses while its buffer holds bytes the other side has
+  not taken yet: that is the back-pressure, and memory per connection stays at two buffers (plus one
+  filter output piece on a route whose filters change the body).
 - A request stays in the client buffer, untouched, until the first response byte arrives (as long as it
   fits): that is what makes a retry on another backend possible.
-- Every socket goes through `sock_read` / `sock_writev`: the transport seam where TLS will plug in.
-- Timeouts are coarse deadlines checked by a sweep every SWEEP_MS milliseconds.
+- Failures are told apart by side, as HAProxy's termination states are: only the server's own failures
+  (connect, reset, timeout, bad response) count against it in the balancer and allow a retry; a client
+  that is slow or leaves, and our own lack of resources, never do. While the backend waits for the
+  client's body, only the client's timer runs.
+- Connections hold their buffers only while they have work; a client holds an Exchange only while a
+  request is under way.
 """
 
 cimport cython
-from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport (EAGAIN, EINPROGRESS, EINTR, EMFILE, ENFILE,
-                         ENOBUFS, ENOMEM, errno)
-from libc.stdint cimport uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy, memmove, memset
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from libc.string cimport memcmp, memcpy
 from posix.unistd cimport close, read
 
 from fastproxy._accesslog cimport AccessLog, LogRecord
-from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI,
-                                  OUTCOME_ABORTED, OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK,
-                                  OUTCOME_RESET, OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer,
-                                  hash_bytes)
-from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE,
-                              METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE,
-                              ChunkState, ForwardInfo, HeaderField, Limits, RequestHead, ResponseHead,
-                              ResponseRewrite, chunked_feed, parse_request_head,
-                              parse_response_head, write_error_response, write_request_head,
-                              write_response_head)
-from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL,
-                             EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP,
-                             IPPROTO_TCP, SHUT_WR, SO_ERROR, SOCK_CLOEXEC, SOCK_NONBLOCK,
-                             SOCK_STREAM, SOL_SOCKET, TCP_DEFER_ACCEPT, TCP_NODELAY, CLOCK_MONOTONIC, accept4,
-                             clock_gettime, connect, epoll_create1, epoll_ctl, epoll_event,
-                             epoll_wait, getsockopt, htons, inet_ntop, inet_pton, iovec, setsockopt,
-                             shutdown, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage,
-                             socket, socklen_t, timespec, writev)
+from fastproxy._backend cimport (BS_ACTIVE, BS_CLOSED, BS_CONNECTING, BS_IDLE, BackendConn, Server,
+                                 UpstreamGroup, fill_sockaddr, open_socket)
+from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI, OUTCOME_ABORTED,
+                                  OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK, OUTCOME_RESET,
+                                  OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer, hash_bytes)
+from fastproxy._buffers cimport Buffer, BufferPool, buffer_make_room
+from fastproxy._client cimport (CS_ANSWER, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY, CS_TUNNEL,
+                                Client, format_addr)
+from fastproxy._exchange cimport (F_BAD_RESPONSE, F_CONNECT, F_CONNECT_TIMEOUT, F_LOCAL, F_RESET, F_STALE,
+                                  F_TIMEOUT, FRAME_AS_IS, FRAME_CHUNKED, FRAME_CLOSE, FRAME_DECHUNK,
+                                  RS_BODY, RS_DONE, RS_WAIT_HEAD, TRIED_MAX, Exchange)
+from fastproxy._filters cimport (FILTER_ANSWERED, FILTER_BACKEND_HEAD, FILTER_BODY, FILTER_REQUEST,
+                                 FILTER_RESPONSE, FILTER_TRANSFORM, FilterChain, head_add_fields,
+                                 head_end_answer, head_remove_field)
+from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE, METHOD_GET,
+                              METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE, ForwardInfo, HeaderField,
+                              Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head, parse_response_head, write_error_response,
+                              write_request_head, write_response_head)
+from fastproxy._loop cimport LIMIT_CONNECTIONS, Conn, Loop
+from fastproxy._pool cimport BackendPool
+from fastproxy._routing cimport RouteTable
+from fastproxy._sys cimport (EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLRDHUP, IPPROTO_TCP, SO_ERROR, SOL_SOCKET,
+                             TCP_NODELAY, getsockopt, setsockopt, sockaddr_storage, socklen_t)
+from fastproxy._transport cimport (IO_AGAIN, ListenerSettings, Outgoing, Transport, out_clear, out_flush,
+                                   out_left, out_pending, out_push, tp_close, tp_init_plain, tp_read,
+                                   tp_shutdown_write)
 
 import os
-from http import HTTPStatus
 
 from fastproxy import _shm
+from fastproxy._filters import built_in_filters, python_hooks_filter
 
-DEF MAX_EVENTS = 512
-DEF SWEEP_MS = 100
-DEF HEAD_SLACK = 4096          # room a rewritten head may grow by (forwarding fields, Connection)
-DEF LINGER_SECONDS = 2.0       # how long an answered-and-closing client may keep sending
-DEF DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is closed after this
-# epoll data: an odd value is a listener ((fd << 1) | 1), TAG_WAKEUP the signal pipe, anything else
-# a pointer to a Client or Upstream (kept alive by Core.live).
-DEF TAG_WAKEUP = 2
-DEF SPARE_BLOCKS = 256         # buffer blocks kept for reuse (a block: buffer_size + a head buffer)
-DEF TRIED_MAX = 32             # servers one request may try (the balancer's `tries` is capped by it)
+cdef enum:
+    HEAD_SLACK = 4096           # room a rewritten head may grow by (forwarding fields, Connection, filters)
 
-# What a client connection is doing.
-cdef enum ClientState:
-    CS_HEAD = 1       # reading a request head (idle while no byte of it has come)
-    CS_PROXY          # a request is being proxied
-    CS_TUNNEL         # after 101 Switching Protocols: bytes both ways
-    CS_ANSWER         # writing an answer of the proxy's own (a `respond` route), then the next request
-    CS_CLOSING        # writing a final answer, then close
-    CS_LINGER         # answered and half-closed; reading what the client still sends, then close
-    CS_CLOSED
+cdef double LINGER_SECONDS = 2.0       # how long an answered-and-closing client may keep sending
+cdef double DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is closed after this
 
-# Where the response to the current request is.
-cdef enum RespState:
-    RS_WAIT_HEAD = 1
-    RS_BODY
-    RS_DONE
+cdef const char *CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef const char *CRLF = b"\r\n"
+cdef const char *CRLF_LAST_CHUNK = b"\r\n0\r\n\r\n"
+cdef const char *LAST_CHUNK = b"0\r\n\r\n"
+cdef const char *HEX = b"0123456789abcdef"
 
-cdef enum UpstreamState:
-    US_CONNECTING = 1
-    US_ACTIVE         # attached to a client
-    US_IDLE           # in the keep-alive pool
-    US_CLOSED
 
-# Why a backend attempt failed: decides retry and status (one table, below).
-cdef enum Failure:
-    F_CONNECT = 1     # connect refused/failed: nothing was sent
-    F_CONNECT_TIMEOUT
-    F_STALE           # a reused pooled connection closed before any response byte
-    F_RESET           # connection lost before any response byte (request may have been processed)
-    F_TIMEOUT         # no response within upstream_read / upstream_send
-    F_BAD_RESPONSE    # unparseable response head
-
+# --- failures: one table --------------------------------------------------------------------------
 
 cdef inline bint is_idempotent(int method) noexcept nogil:
     # RFC 9110 9.2.2
@@ -105,7 +93,7 @@ cdef inline bint is_idempotent(int method) noexcept nogil:
 cdef inline bint failure_allows_retry(int f, int method) noexcept nogil:
     # Nothing reached the backend: any method may go to the next server. A connection lost before any
     # response byte may have had the request applied: only idempotent ones go again (RFC 9110 9.2.2).
-    # A timeout or a garbled answer is the server's verdict: no retry.
+    # A timeout or a garbled answer is the server's verdict, and a local failure would fail again: no retry.
     if f == F_CONNECT or f == F_CONNECT_TIMEOUT:
         return 1
     if f == F_STALE or f == F_RESET:
@@ -119,52 +107,21 @@ cdef inline int failure_outcome(int f) noexcept nogil:
         return OUTCOME_CONNECT_FAIL
     if f == F_TIMEOUT:
         return OUTCOME_TIMEOUT
-    if f == F_STALE:
-        return OUTCOME_ABORTED    # the pooled connection was stale, not the server
-    return OUTCOME_RESET
+    if f == F_RESET or f == F_BAD_RESPONSE:
+        return OUTCOME_RESET
+    return OUTCOME_ABORTED      # a stale pooled connection, or our own failure: not the server's
 
 
 cdef inline int failure_status(int f) noexcept nogil:
-    return 504 if f == F_CONNECT_TIMEOUT or f == F_TIMEOUT else 502
-
-
-cdef inline double monotonic() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
+    if f == F_CONNECT_TIMEOUT or f == F_TIMEOUT:
+        return 504
+    if f == F_LOCAL:
+        return 503
+    return 502
 
 
 cdef inline unsigned char lower(unsigned char c) noexcept nogil:
     return c + 32 if 65 <= c <= 90 else c
-
-
-cdef struct Buffer:
-    char *data
-    Py_ssize_t cap
-    Py_ssize_t start      # first byte still needed
-    Py_ssize_t end        # end of the bytes read
-
-
-# Bytes on their way out of one socket: a head (in the receiving side's head buffer) and then a body
-# region of the sending side's read buffer.
-cdef struct Outgoing:
-    Py_ssize_t head_off
-    Py_ssize_t head_len
-    Py_ssize_t body_off
-    Py_ssize_t body_len
-    Py_ssize_t body_consume   # read-buffer bytes released once the body part is written
-
-
-cdef inline bint out_pending(const Outgoing *o) noexcept nogil:
-    return o.head_off < o.head_len or o.body_len > 0
-
-
-cdef inline void out_clear(Outgoing *o) noexcept nogil:
-    memset(o, 0, sizeof(Outgoing))
-
-
-cdef inline Py_ssize_t out_left(const Outgoing *o) noexcept nogil:
-    return o.head_len - o.head_off + o.body_len
 
 
 cdef inline int copy_bounded(char *dst, Py_ssize_t cap, const char *src, Py_ssize_t n) noexcept nogil:
@@ -185,266 +142,42 @@ cdef bint name_is(const char *base, const HeaderField *h, const char *name, Py_s
     return 1
 
 
-# --- the transport seam: every byte in or out of a socket passes here ------------------------------
-
-cdef inline Py_ssize_t sock_read(int fd, char *buf, Py_ssize_t n) noexcept nogil:
-    return read(fd, buf, n)
-
-
-cdef inline Py_ssize_t sock_writev(int fd, iovec *iov, int cnt) noexcept nogil:
-    return writev(fd, iov, cnt)
+cdef inline void set_nodelay(int fd) noexcept nogil:
+    cdef int one = 1
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
 
 
-cdef int flush_out(int fd, Outgoing *o, char *head, char *body, bint *wr_ready) noexcept nogil:
-    """Write what is pending: 1 all written, 0 the socket is full (wait for EPOLLOUT), -1 error."""
-    cdef iovec iov[2]
-    cdef int cnt
-    cdef Py_ssize_t n, want, h
-    while out_pending(o):
-        if not wr_ready[0]:
-            return 0
-        cnt = 0
-        want = 0
-        h = o.head_len - o.head_off
-        if h > 0:
-            iov[0].iov_base = head + o.head_off
-            iov[0].iov_len = h
-            want += h
-            cnt = 1
-        if o.body_len > 0:
-            iov[cnt].iov_base = body + o.body_off
-            iov[cnt].iov_len = o.body_len
-            want += o.body_len
-            cnt += 1
-        n = sock_writev(fd, iov, cnt)
-        if n < 0:
-            if errno == EAGAIN:
-                wr_ready[0] = 0
-                return 0
-            if errno == EINTR:
-                continue
-            return -1
-        if n >= h:
-            o.head_off = o.head_len
-            n -= h
-            o.body_off += n
-            o.body_len -= n
-        else:
-            o.head_off += n
-        if o.head_off < o.head_len or o.body_len > 0:
-            wr_ready[0] = 0       # a cut write means the send buffer is full: EPOLLOUT will tell
-            return 0
-    return 1
-
-
-cdef inline void note_events(unsigned int events, bint *rd_ready, bint *wr_ready, bint *hup) noexcept nogil:
-    """Remember what an edge said: readable, writable, and whether the peer closed its side."""
-    if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-        rd_ready[0] = 1
-        if events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-            hup[0] = 1
-    if events & (EPOLLOUT | EPOLLHUP | EPOLLERR):
-        wr_ready[0] = 1
-
-
-cdef inline bint buffer_make_room(Buffer *b) noexcept nogil:
-    """Slide the live bytes to the front when the tail is full. False if no room can be made."""
-    if b.end < b.cap:
-        return 1
-    if b.start == 0:
-        return 0
-    memmove(b.data, b.data + b.start, b.end - b.start)
-    b.end -= b.start
-    b.start = 0
-    return 1
-
-
-# --- routing ------------------------------------------------------------------------------------------
-
-# The filter seams: a route's filters run where a request has been routed (request filters: they may
-# answer it themselves) and where a response head has been rewritten (response filters: they may change
-# it). A route without filters pays one flag test at each seam. Rate limits, the cache and compression
-# plug in here as further FilterFlags.
-cdef enum FilterFlag:
-    FILTER_RESPOND = 1       # request filter: the proxy answers (route `respond`)
-    FILTER_ADD_HEADERS = 2   # response filter: add fields (route `add_headers`)
-
-
-cdef struct Route:
-    int host_kind            # 0 any, 1 suffix (*.x matches x and a.x), 2 exact
-    char host[256]
-    int host_len
-    char path[1024]
-    int path_len
-    int upstream             # -1 for a route the proxy answers itself
-    int filters              # FilterFlag bits
-    const char *respond_head  # "HTTP/1.1 200 OK\r\nContent-Type..Content-Length: N\r\n" + add_headers
-    Py_ssize_t respond_head_len
-    const char *respond_body
-    Py_ssize_t respond_body_len
-    int respond_status
-    const char *add_headers  # "Name: value\r\n" lines
-    Py_ssize_t add_headers_len
-
-
-cdef struct Server:
-    sockaddr_storage addr
-    socklen_t addr_len
-    int upstream
-    char text[64]            # "ip:port", for the access log
-    int text_len
-
-
-cdef struct UpstreamGroup:
-    int first_server
-    int n_servers
-    int keepalive            # idle connections kept per server
-    double keepalive_timeout
-
-
-cdef bint host_matches(const Route *r, const char *host, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, off
-    if r.host_kind == 0:
-        return 1
-    if r.host_kind == 2:
-        if n != r.host_len:
-            return 0
-        for i in range(n):
-            if lower(host[i]) != <unsigned char>r.host[i]:
-                return 0
-        return 1
-    # suffix: route host holds ".example.com"; "example.com" itself matches too (nginx's ".name")
-    if n == r.host_len - 1:
-        off = -1
-    elif n >= r.host_len:
-        off = n - r.host_len
-    else:
-        return 0
-    for i in range(r.host_len):
-        if off + i < 0:
-            continue
-        if lower(host[off + i]) != <unsigned char>r.host[i]:
-            return 0
-    return 1
-
-
-cdef Py_ssize_t host_without_port(const char *host, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = n - 1
-    if n > 0 and host[0] == b'[':        # [v6]:port
-        while i > 0 and host[i] != b']':
-            i -= 1
-        return i + 1 if i > 0 else n
-    while i >= 0:
-        if host[i] == b':':
-            return i
-        if host[i] < b'0' or host[i] > b'9':
-            return n
-        i -= 1
-    return n
+cdef Py_ssize_t chunk_size_line(char *out, Py_ssize_t n) noexcept nogil:
+    """ "<hex>\\r\\n" for a chunk of n bytes, into out (24 bytes); returns its length."""
+    cdef char digits[16]
+    cdef int k = 0, i
+    while True:
+        digits[k] = HEX[n & 15]
+        k += 1
+        n >>= 4
+        if n == 0:
+            break
+    for i in range(k):
+        out[i] = digits[k - 1 - i]
+    out[k] = b'\r'
+    out[k + 1] = b'\n'
+    return k + 2
 
 
 @cython.final
-@cython.freelist(256)
-cdef class Upstream:
-    cdef int fd
-    cdef int state
-    cdef int server
-    cdef bint rd_ready
-    cdef bint wr_ready
-    cdef bint hup                # the backend closed its side: reading goes on until read() says 0
-    cdef bint reused
-    cdef Buffer rb
-    cdef char *head              # the rewritten request head
-    cdef Py_ssize_t head_cap
-    cdef Outgoing out            # request bytes on their way to the backend
-    cdef Client client
-    cdef double deadline
-    cdef ResponseHead resp
-
-
-@cython.final
-@cython.freelist(256)
-cdef class Client:
-    cdef int fd
-    cdef int state
-    cdef bint rd_ready
-    cdef bint wr_ready
-    cdef bint hup                # the client closed its side (EPOLLRDHUP): an edge that never repeats
-    cdef bint nodelay            # TCP_NODELAY is set (once it is kept alive, as nginx does)
-    cdef bint eof
-    cdef Buffer rb
-    cdef char *head              # the rewritten response head, or an error answer
-    cdef Py_ssize_t head_cap
-    cdef Outgoing out            # response bytes on their way to the client
-    cdef Upstream up
-    cdef double deadline
-    cdef char addr[64]
-    cdef int addr_len
-    # the request being proxied
-    cdef RequestHead req
-    cdef Py_ssize_t req_start    # where it starts in rb
-    cdef Py_ssize_t req_head_len
-    cdef Py_ssize_t fwd          # rb offset up to which request bytes were handed to the backend
-    cdef bint replayable         # the whole request is still in rb: it can go to another backend
-    cdef bint req_done           # the whole request body was handed to the backend
-    cdef long long req_left      # Content-Length bytes still to come
-    cdef long long req_body_seen
-    cdef ChunkState req_chunk
-    cdef int upstream_group
-    cdef int route               # index of the matched route
-    cdef int route_filters       # its FilterFlag bits
-    cdef int tried[TRIED_MAX]    # servers already tried for this request
-    cdef int n_tried
-    cdef int picked              # the server the balancer gave us (-1: none held); released once
-    cdef double picked_at
-    cdef double response_seconds  # pick to response head, for least_time
-    cdef int sticky_server       # taken for this request by its sticky cookie, not yet used (-1: none)
-    cdef int cookie_server       # the server the request's sticky cookie names (-1: none or gone)
-    cdef uint64_t key            # hash of the balancing key (hash / sticky hash)
-    cdef bint waiting            # queued: every candidate server is at max_conns
-    cdef double wait_deadline
-    cdef int last_failure
-    cdef bint no_pool            # after a stale pooled connection: connect afresh
-    cdef bint sent_continue
-    # the response
-    cdef int resp_state
-    cdef bint resp_started       # a byte of the response went to the client
-    cdef bint keep_alive         # the client connection stays open after this response
-    cdef bint dechunk
-    cdef long long resp_left
-    cdef ChunkState resp_chunk
-    cdef bint up_eof             # tunnel: the backend closed its side
-    cdef bint tunnel_client_eof
-    cdef double idle_since       # when it last became idle between requests
-    cdef LogRecord *log          # the access-log record of the current request (when logging)
-    cdef bint log_open           # a request is under way and not logged yet
-
-
-cdef const char *CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-@cython.final
-cdef class Core:
-    cdef int epfd
+cdef class Core(Loop):
     cdef int worker_id
-    cdef list listen_fds
-    cdef dict live                # fd -> Client | Upstream
-    cdef list graveyard           # closed this batch: kept alive until the batch's events are done
     cdef Balancer balancer
     cdef list waiting             # clients queued for a server at max_conns, oldest first
     cdef dict group_index
-    cdef list pools               # per server: list of idle Upstream
+    cdef BackendPool pool
     cdef Limits limits
     cdef Server *servers
     cdef int n_servers
     cdef UpstreamGroup *groups
     cdef int n_groups
-    cdef Route *routes
-    cdef int n_routes
-    cdef list route_texts         # the bytes the Route structs point into
-    cdef char *spare[SPARE_BLOCKS]  # buffer blocks of closed connections, reused by new ones
-    cdef int n_spare
-    cdef Py_ssize_t buffer_size
+    cdef RouteTable routes
+    cdef Py_ssize_t head_cap
     cdef long long max_body
     cdef double t_client_header, t_client_body, t_keepalive
     cdef double t_connect, t_read, t_send, t_drain
@@ -452,33 +185,38 @@ cdef class Core:
     cdef const char *server_header_ptr    # into server_header, for the hot path
     cdef Py_ssize_t server_header_len
     cdef bint add_forwarded
-    cdef double now
-    cdef bint stopping
     cdef bint draining
     cdef double drain_deadline
+    cdef double limit_logged_at
     # counters
-    cdef long long n_client_open, n_client_total, n_upstream_open, n_upstream_idle, n_upstream_total
+    cdef long long n_client_total, n_backend_open, n_backend_total
     cdef long long n_requests, n_4xx, n_5xx
     cdef object stats_path
     cdef tuple last_stats
     cdef AccessLog alog           # None when the access log is off
 
-    def __cinit__(self):
-        self.epfd = -1
-
     def __init__(self, config, listen_fds, int worker_id=0, Balancer balancer=None):
+        cdef int i
         self.worker_id = worker_id
         self.balancer = balancer if balancer is not None else Balancer(config, _shm.table_for(config),
                                                                        worker_id)
         self.waiting = []
-        self.listen_fds = list(listen_fds)
-        self.live = {}
-        self.graveyard = []
+        fds = list(listen_fds)
+        if len(fds) > 64:
+            raise ValueError("at most 64 listeners")
+        for i, fd in enumerate(fds):
+            self.listeners[i].fd = fd
+            self.listeners[i].index = i
+            self.listeners[i].proto = b"http"
+            self.listeners[i].proto_len = 4
+        self.n_listeners = len(fds)
+        self.max_clients = getattr(config.server, "max_connections", 0) or 0
         lim = config.limits
         self.limits.max_head = lim.max_head_size
         self.limits.max_target = lim.max_uri_size
         self.limits.max_headers = min(lim.max_headers, 128)
-        self.buffer_size = max(lim.buffer_size, lim.max_head_size + 1024)
+        self.head_cap = lim.max_head_size + HEAD_SLACK
+        self.buffers = BufferPool(max(lim.buffer_size, lim.max_head_size + 1024), self.head_cap)
         self.max_body = lim.max_body_size
         t = config.timeouts
         self.t_client_header = t.client_header
@@ -493,22 +231,20 @@ cdef class Core:
         self.server_header_len = len(self.server_header)
         self.add_forwarded = bool(config.server.forwarded)
         self._load_upstreams(config)
-        self._load_routes(config)
+        self.routes = RouteTable(config, self.group_index, self._filter_chains(config))
         stats_dir = os.environ.get("FASTPROXY_STATS_DIR")
         self.stats_path = os.path.join(stats_dir, "%d.stats" % os.getpid()) if stats_dir else None
-        self.now = monotonic()
 
     def _load_upstreams(self, config):
         names = list(config.upstreams)
         all_servers = [(gi, s) for gi, name in enumerate(names) for s in config.upstreams[name].servers]
         self.n_groups = len(names)
         self.n_servers = len(all_servers)
-        self.groups = <UpstreamGroup *>malloc(sizeof(UpstreamGroup) * max(1, self.n_groups))
-        self.servers = <Server *>malloc(sizeof(Server) * max(1, self.n_servers))
+        self.groups = <UpstreamGroup *>PyMem_Calloc(max(1, self.n_groups), sizeof(UpstreamGroup))
+        self.servers = <Server *>PyMem_Calloc(max(1, self.n_servers), sizeof(Server))
         if self.groups == NULL or self.servers == NULL:
             raise MemoryError()
-        memset(self.servers, 0, sizeof(Server) * max(1, self.n_servers))
-        self.pools = [[] for _ in range(self.n_servers)]
+        self.pool = BackendPool(self.n_servers)
         self.group_index = {name: i for i, name in enumerate(names)}
         index = 0
         for gi, name in enumerate(names):
@@ -522,93 +258,32 @@ cdef class Core:
                 text = (("[%s]:%d" if ":" in s.host else "%s:%d") % (s.host, s.port)).encode()[:63]
                 memcpy(self.servers[index].text, <char *>text, len(text))
                 self.servers[index].text_len = len(text)
-                self.servers[index].upstream = gi
+                self.servers[index].group = gi
                 index += 1
 
-    def _load_routes(self, config):
-        self.route_texts = []
-        self.n_routes = len(config.routes)
-        self.routes = <Route *>malloc(sizeof(Route) * max(1, self.n_routes))
-        if self.routes == NULL:
-            raise MemoryError()
-        memset(self.routes, 0, sizeof(Route) * max(1, self.n_routes))
-        for i, r in enumerate(config.routes):
-            host = r.host.lower()
-            if host == "*":
-                kind, text = 0, b""
-            elif host.startswith("*."):
-                kind, text = 1, b"." + host[2:].encode("idna")
-            else:
-                kind, text = 2, host.encode("idna")
-            path = r.path.encode()
-            if len(text) > 255 or len(path) > 1023:
-                raise ValueError("route host or path too long: %r" % (r,))
-            self.routes[i].host_kind = kind
-            memcpy(self.routes[i].host, <char *>text, len(text))
-            self.routes[i].host_len = len(text)
-            memcpy(self.routes[i].path, <char *>path, len(path))
-            self.routes[i].path_len = len(path)
-            self.routes[i].upstream = self.group_index[r.upstream] if r.upstream is not None else -1
-            self._load_filters(&self.routes[i], r)
-
-    cdef _load_filters(self, Route *route, r):
-        """Prepare a route's filters as ready-made bytes, so the seams only copy them."""
-        fields = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
-                          for name, value in r.add_headers)
-        if fields:
-            route.filters |= FILTER_ADD_HEADERS
-            route.add_headers = self.keep_text(fields)
-            route.add_headers_len = len(fields)
-        if r.respond is not None:
-            body = r.respond.body.encode()
-            head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
-                r.respond.status, HTTPStatus(r.respond.status).phrase.encode(),
-                r.respond.content_type.encode("latin-1"), len(body))) + fields
-            if len(head) + 64 > self.limits.max_head + HEAD_SLACK:
-                raise ValueError("route %s%s: respond head too large" % (r.host, r.path))
-            route.filters |= FILTER_RESPOND
-            route.respond_status = r.respond.status
-            route.respond_head = self.keep_text(head)
-            route.respond_head_len = len(head)
-            route.respond_body = self.keep_text(body)
-            route.respond_body_len = len(body)
-
-    cdef const char *keep_text(self, bytes text):
-        self.route_texts.append(text)
-        return text
+    def _filter_chains(self, config):
+        """Per route: its FilterChain (built-in filters, then the Python hooks), or None without filters."""
+        chains = []
+        for r in config.routes:
+            group = self.group_index[r.upstream] if r.upstream is not None else -1
+            filters = built_in_filters(r, self.balancer, group)
+            hooks = python_hooks_filter(config, r)
+            if hooks is not None:
+                filters.append(hooks)
+            chains.append(FilterChain(filters) if filters else None)
+        return chains
 
     def __dealloc__(self):
-        while self.n_spare > 0:
-            self.n_spare -= 1
-            free(self.spare[self.n_spare])
-        free(self.servers)
-        free(self.groups)
-        free(self.routes)
-        if self.epfd >= 0:
-            close(self.epfd)
+        PyMem_Free(self.servers)
+        PyMem_Free(self.groups)
 
     # --- Python surface ---------------------------------------------------------------------------
 
     def run(self, int wakeup_fd=-1):
         """Run the loop until stop(); returns when every connection is closed."""
-        cdef epoll_event ev
-        cdef int fd, defer_seconds = 1
-        self.epfd = epoll_create1(EPOLL_CLOEXEC)
-        if self.epfd < 0:
-            raise OSError(errno, "epoll_create1")
-        for fd in (self.listen_fds if not self.draining else []):
-            # Accept only once the request has come: the first read then finds it (one call fewer).
-            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_seconds, sizeof(defer_seconds))
-            ev.events = EPOLLIN
-            ev.data.u64 = ((<uint64_t>fd) << 1) | 1
-            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
-                raise OSError(errno, "epoll_ctl listener")
-        if wakeup_fd >= 0:
-            ev.events = EPOLLIN
-            ev.data.u64 = TAG_WAKEUP
-            epoll_ctl(self.epfd, EPOLL_CTL_ADD, wakeup_fd, &ev)
         if not self.stopping:
-            self.loop(wakeup_fd)
+            self.run_loop(wakeup_fd)
+        self.close_all()
         if self.alog is not None:
             self.alog.flush()
         self.write_stats(True)
@@ -628,84 +303,43 @@ cdef class Core:
 
     def stats(self):
         return {
-            "client_open": self.n_client_open, "client_total": self.n_client_total,
-            "upstream_open": self.n_upstream_open, "upstream_idle": self.n_upstream_idle,
-            "upstream_total": self.n_upstream_total, "requests": self.n_requests,
+            "client_open": self.n_clients, "client_total": self.n_client_total,
+            "upstream_open": self.n_backend_open, "upstream_idle": self.pool.idle,
+            "upstream_total": self.n_backend_total, "requests": self.n_requests,
             "responses_4xx": self.n_4xx, "responses_5xx": self.n_5xx,
+            "buffers_in_use": self.buffers.in_use,
+            "timers_armed": self.timers.armed if self.timers is not None else 0,
         }
 
-    # --- the loop -------------------------------------------------------------------------------
+    # --- the loop's callbacks ---------------------------------------------------------------------
 
-    cdef loop(self, int wakeup_fd):
-        cdef epoll_event events[MAX_EVENTS]
-        cdef int n, i
-        cdef uint64_t tag
-        cdef double next_sweep = monotonic() + SWEEP_MS / 1000.0
-        cdef char drain[256]
-        cdef object obj
-        while not self.stopping:
-            n = epoll_wait(self.epfd, events, MAX_EVENTS, SWEEP_MS)
-            self.now = monotonic()
-            if n < 0:
-                if errno == EINTR:
-                    PyErr_CheckSignals()
-                    continue
-                raise OSError(errno, "epoll_wait")
-            for i in range(n):
-                tag = events[i].data.u64
-                if tag & 1:
-                    if not self.draining:
-                        self.accept_clients(<int>(tag >> 1))
-                elif tag != TAG_WAKEUP:
-                    obj = <object><void *>events[i].data.ptr
-                    if type(obj) is Client:
-                        self.on_client_event(<Client>obj, events[i].events)
-                    else:
-                        self.on_upstream_event(<Upstream>obj, events[i].events)
-                else:
-                    while read(wakeup_fd, drain, sizeof(drain)) > 0:
-                        pass
-                    PyErr_CheckSignals()      # runs the Python signal handlers: they call stop()
-                if self.stopping:
-                    break
-            if self.graveyard:
-                self.graveyard = []
-            if self.now >= next_sweep:
-                next_sweep = self.now + SWEEP_MS / 1000.0
-                self.sweep()
-        self.close_all()
-
-    cdef void start_drain(self):
-        cdef int fd
-        self.now = monotonic()
-        self.draining = True
-        self.drain_deadline = self.now + self.t_drain
-        for fd in self.listen_fds:
-            # Our copy only: the master (and the next generation's workers) keep the socket open, so
-            # nothing queued in it is lost; once every copy is closed new clients are refused at once.
-            epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, NULL)
-            close(fd)
-        self.listen_fds = []
-
-    cdef void sweep(self):
+    cdef void on_event(self, Conn conn, unsigned int events):
         cdef Client c
-        cdef Upstream u
-        for obj in list(self.live.values()):
-            if type(obj) is Client:
-                c = <Client>obj
-                if c.state == CS_CLOSED:
-                    continue
-                if self.draining and c.state == CS_HEAD and c.rb.end == c.rb.start:
-                    if c.idle_since + DRAIN_IDLE_GRACE <= self.now:
-                        self.close_client(c)
-                        continue
-                if c.deadline and c.deadline <= self.now:
-                    self.client_timeout(c)
-            else:
-                u = <Upstream>obj
-                if u.state != US_CLOSED and u.deadline and u.deadline <= self.now:
-                    self.upstream_timeout(u)
-        if self.draining and (self.n_client_open == 0 or self.now >= self.drain_deadline):
+        if type(conn) is Client:
+            c = <Client>conn
+            if c.state == CS_HEAD:
+                self.client_read_head(c)
+            elif c.state == CS_PROXY:
+                self.pump(c)
+            elif c.state == CS_TUNNEL:
+                self.tunnel(c)
+            elif c.state == CS_ANSWER:
+                self.answering(c)
+            elif c.state == CS_CLOSING:
+                self.closing(c)
+            elif c.state == CS_LINGER:
+                self.linger(c)
+        else:
+            self.backend_event(<BackendConn>conn, events)
+
+    cdef void on_timeout(self, Conn conn):
+        if type(conn) is Client:
+            self.client_timeout(<Client>conn)
+        else:
+            self.backend_timeout(<BackendConn>conn)
+
+    cdef void on_tick(self):
+        if self.draining and (self.n_clients == 0 or self.now >= self.drain_deadline):
             self.stopping = True
         self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
         if self.waiting:
@@ -715,11 +349,36 @@ cdef class Core:
             self.alog.refresh_time()
             self.alog.flush()
 
+    cdef void on_limit(self, int reason):
+        # once a minute at most: the condition may last, the log must not fill up
+        if self.now - self.limit_logged_at < 60 and self.limit_logged_at > 0:
+            return
+        self.limit_logged_at = self.now
+        from fastproxy.log import log
+        if reason == LIMIT_CONNECTIONS:
+            log("worker %d: max_connections (%d) reached: new connections wait in the listen queue"
+                % (self.worker_id, self.max_clients))
+        else:
+            log("worker %d: out of file descriptors or memory while accepting (%d clients open): "
+                "accepting pauses and retries" % (self.worker_id, self.n_clients))
+
+    cdef void start_drain(self):
+        cdef Client c
+        self.draining = True
+        self.drain_deadline = self.now + self.t_drain
+        self.close_listeners()
+        # Idle kept-alive clients go after a short grace; the others when their exchange ends.
+        for obj in list(self.live.values()):
+            if type(obj) is Client:
+                c = <Client>obj
+                if c.state == CS_HEAD and c.rb.end == c.rb.start:
+                    self.arm(c, c.idle_since + DRAIN_IDLE_GRACE)
+
     cdef write_stats(self, bint final):
         if self.stats_path is None:
             return
-        snap = (self.n_client_open, self.n_client_total, self.n_upstream_open, self.n_upstream_idle,
-                self.n_upstream_total, self.n_requests, self.n_4xx, self.n_5xx)
+        snap = (self.n_clients, self.n_client_total, self.n_backend_open, self.pool.idle,
+                self.n_backend_total, self.n_requests, self.n_4xx, self.n_5xx)
         if snap == self.last_stats and not final:
             return
         self.last_stats = snap
@@ -734,147 +393,50 @@ cdef class Core:
             if type(obj) is Client:
                 self.close_client(<Client>obj)
             else:
-                self.close_upstream(<Upstream>obj)
+                self.close_backend(<BackendConn>obj)
+        self.graveyard = []
 
     # --- accepting ------------------------------------------------------------------------------
 
-    cdef void accept_clients(self, int lfd):
-        cdef sockaddr_storage addr
-        cdef socklen_t alen
-        cdef int fd, _
-        cdef Client c
-        for _ in range(64):
-            alen = sizeof(addr)
-            fd = accept4(lfd, <sockaddr *>&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC)
-            if fd < 0:
-                if errno == EINTR:
-                    continue
-                if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
-                    pass      # out of descriptors: the connection waits in the queue for a later try
-                return
-            c = Client.__new__(Client)
-            c.fd = fd
-            if not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
-                close(fd)
-                return
-            format_addr(&addr, c.addr, &c.addr_len)
-            c.state = CS_HEAD
-            c.deadline = self.now + self.t_client_header
-            c.idle_since = self.now
-            if not self.register(fd, c):
-                self.free_buffers(&c.rb, &c.head)
-                close(fd)
-                return
-            self.n_client_open += 1
-            self.n_client_total += 1
-            # The request usually arrives with or right after the handshake: try before waiting.
-            c.rd_ready = 1
-            c.wr_ready = 1
-            self.client_read_head(c)
-
-    cdef bint alloc_buffers(self, Buffer *rb, char **head, Py_ssize_t *head_cap):
-        """A connection's read buffer and head buffer: one block, from the pool of spare blocks."""
-        cdef char *block
-        if self.n_spare > 0:
-            self.n_spare -= 1
-            block = self.spare[self.n_spare]
-        else:
-            block = <char *>malloc(self.buffer_size + self.limits.max_head + HEAD_SLACK)
-            if block == NULL:
-                return 0
-        rb.data = block
-        rb.cap = self.buffer_size
-        rb.start = rb.end = 0
-        head[0] = block + self.buffer_size
-        head_cap[0] = self.limits.max_head + HEAD_SLACK
-        return 1
-
-    cdef void free_buffers(self, Buffer *rb, char **head):
-        rb.start = rb.end = 0
-        if rb.data != NULL:
-            if self.n_spare < SPARE_BLOCKS:
-                self.spare[self.n_spare] = rb.data
-                self.n_spare += 1
-            else:
-                free(rb.data)
-        rb.data = NULL
-        head[0] = NULL
-
-    cdef bint register(self, int fd, object obj):
-        cdef epoll_event ev
-        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
-        ev.data.ptr = <void *>obj
-        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
-            return 0
-        self.live[fd] = obj
-        return 1
-
-    # --- events ---------------------------------------------------------------------------------
-
-    cdef void on_client_event(self, Client c, unsigned int events):
-        if c.state == CS_CLOSED:
+    cdef void on_accept(self, int fd, sockaddr_storage *addr, const ListenerSettings *ls):
+        cdef Client c = Client.__new__(Client)
+        tp_init_plain(&c.tp, fd, ls)
+        format_addr(addr, c.addr, &c.addr_len)
+        c.state = CS_HEAD
+        c.idle_since = self.now
+        if not self.register(c):
+            close(fd)
+            self.client_closed()
             return
-        note_events(events, &c.rd_ready, &c.wr_ready, &c.hup)
-        if c.state == CS_HEAD:
-            self.client_read_head(c)
-        elif c.state == CS_PROXY:
-            self.pump(c)
-        elif c.state == CS_TUNNEL:
-            self.tunnel(c)
-        elif c.state == CS_ANSWER:
-            self.answering(c)
-        elif c.state == CS_CLOSING:
-            self.closing(c)
-        elif c.state == CS_LINGER:
-            self.linger(c)
-
-    cdef void on_upstream_event(self, Upstream u, unsigned int events):
-        cdef Client c
-        cdef int err = 0
-        cdef socklen_t elen = sizeof(err)
-        if u.state == US_CLOSED:
-            return
-        note_events(events, &u.rd_ready, &u.wr_ready, &u.hup)
-        if u.state == US_IDLE:
-            if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
-                self.close_upstream(u)      # the backend closed (or spoke out of turn): drop it
-            return
-        if u.state == US_CONNECTING:
-            if not (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)):
-                return
-            getsockopt(u.fd, SOL_SOCKET, SO_ERROR, &err, &elen)
-            if err != 0:
-                self.upstream_failed(u.client, F_CONNECT)
-                return
-            u.state = US_ACTIVE
-            u.deadline = self.now + self.t_send
-        c = u.client
-        if c is None:
-            self.close_upstream(u)
-        elif c.state == CS_TUNNEL:
-            self.tunnel(c)
-        else:
-            self.pump(c)
+        self.n_client_total += 1
+        self.arm(c, self.now + self.t_client_header)
+        # The request usually arrives with or right after the handshake: try before waiting.
+        c.tp.rd_ready = 1
+        c.tp.wr_ready = 1
+        self.client_read_head(c)
 
     # --- request heads --------------------------------------------------------------------------
 
     cdef void client_read_head(self, Client c):
         cdef Py_ssize_t n, avail
+        cdef Exchange ex
         while True:
             avail = c.rb.end - c.rb.start
             if avail > 0:
-                n = parse_request_head(c.rb.data + c.rb.start, avail, &c.req, &self.limits)
+                if c.ex is None:
+                    c.ex = Exchange.__new__(Exchange)
+                ex = c.ex
+                n = parse_request_head(c.rb.data + c.rb.start, avail, &ex.req, &self.limits)
                 if n > 0:
-                    self.start_request(c, n)
+                    self.start_request(c, ex, n)
                     return
                 if n < 0:
-                    if self.alog is not None:
-                        self.open_bare_log(c)
-                    self.answer_error(c, c.req.err_status)
+                    self.open_bare_log(c, ex)
+                    self.answer_error(c, ex.req.err_status)
                     return
-            if not c.rd_ready:
+            if not c.tp.rd_ready:
                 return
-            if c.rb.data == NULL and not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
+            if c.rb.data == NULL and not self.buffers.take(&c.rb, &c.head):
                 self.close_client(c)      # out of memory: this one client goes, the worker stays
                 return
             if avail == 0:
@@ -882,261 +444,229 @@ cdef class Core:
             elif not buffer_make_room(&c.rb):
                 self.answer_error(c, 431)     # cannot happen: the buffer is larger than max_head
                 return
-            n = sock_read(c.fd, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
+            n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
             if n > 0:
                 if avail == 0:
-                    c.deadline = self.now + self.t_client_header    # a head has begun
-                if n < c.rb.cap - c.rb.end:
-                    c.rd_ready = c.hup   # a short read drained it, unless the peer also closed
+                    self.arm(c, self.now + self.t_client_header)    # a head has begun
                 c.rb.end += n
-            elif n == 0:
-                self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
+            elif n == IO_AGAIN:
+                if c.rb.end == c.rb.start:
+                    self.buffers.give(&c.rb, &c.head)   # idle: no buffer until bytes come
                 return
             else:
-                if errno == EAGAIN:
-                    c.rd_ready = 0
-                    return
-                if errno != EINTR:
-                    self.close_client(c)
-                    return
-
-    cdef void start_request(self, Client c, Py_ssize_t head_len):
-        cdef int ri
-        cdef Route *r
-        self.n_requests += 1
-        c.req_start = c.rb.start
-        c.req_head_len = head_len
-        c.fwd = c.rb.start + head_len
-        c.replayable = 1
-        c.n_tried = 0
-        c.picked = -1
-        c.sticky_server = -1
-        c.cookie_server = -1
-        c.wait_deadline = 0
-        c.no_pool = 0
-        c.last_failure = 0
-        c.sent_continue = 0
-        c.resp_state = RS_WAIT_HEAD
-        c.resp_started = 0
-        c.req_body_seen = 0
-        if self.alog is not None:
-            self.open_log(c)
-        if c.req.body_kind == BODY_LENGTH:
-            if self.max_body and c.req.content_length > self.max_body:
-                self.answer_error(c, 413)
+                self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
                 return
-            c.req_left = c.req.content_length
-            c.req_done = c.req_left == 0
-        elif c.req.body_kind == BODY_CHUNKED:
-            memset(&c.req_chunk, 0, sizeof(ChunkState))
-            c.req_done = 0
-        else:
-            c.req_done = 1
-        ri = self.route(c)
+
+    cdef void start_request(self, Client c, Exchange ex, Py_ssize_t head_len):
+        cdef int ri
+        cdef int r
+        self.n_requests += 1
+        ex.start(c.rb.start, head_len)
+        if self.alog is not None:
+            self.open_log(c, ex)
+        if ex.req.body_kind == BODY_LENGTH and self.max_body and ex.req.content_length > self.max_body:
+            self.answer_error(c, 413)
+            return
+        ri = self.routes.match(c.rb.data + ex.req_start + ex.req.host.off, ex.req.host.len,
+                               c.rb.data + ex.req_start + ex.req.path.off, ex.req.path.len)
         if ri < 0:
             self.answer_error(c, 404)
             return
-        r = &self.routes[ri]
-        c.route = ri
-        c.route_filters = r.filters
-        if r.filters and self.request_filters(c, r):
+        ex.route = ri
+        ex.group = self.routes.routes[ri].group
+        ex.filters = self.routes.routes[ri].filters
+        if ex.filters:
+            ex.chain = self.routes.chains[ri]
+            if ex.filters & FILTER_REQUEST:
+                ex.keep_alive = (ex.req.keep_alive and ex.req_done and not self.draining and
+                                 self.t_keepalive > 0)
+                r = (<FilterChain>ex.chain).run_request(ex, c)
+                if r == FILTER_ANSWERED:
+                    self.answer_local(c, ex)
+                    return
+                if r < 0:
+                    self.answer_error(c, 500)
+                    return
+        if ex.group < 0:
+            self.answer_error(c, 404)     # a route for its filters only, and none answered
             return
-        c.upstream_group = r.upstream
-        self.balancing_key(c)
+        self.balancing_key(c, ex)
         c.state = CS_PROXY
-        c.deadline = 0
+        self.disarm(c)
         # RFC 9110 10.1.1: we want the body, so say so now, unless it is already on its way.
-        if c.req.expect_continue and not c.req_done and c.rb.end == c.fwd and c.req.version_minor == 1:
-            self.send_continue(c)
-        self.connect_upstream(c)
+        if ex.req.expect_continue and not ex.req_done and c.rb.end == ex.fwd and ex.req.version_minor == 1:
+            self.send_continue(c, ex)
+        self.connect_backend(c, ex)
 
-    cdef void open_log(self, Client c):
-        cdef LogRecord *r = c.log
-        cdef const char *base = c.rb.data + c.req_start
+    cdef void open_log(self, Client c, Exchange ex):
+        cdef LogRecord *r = &ex.log
+        cdef const char *base = c.rb.data + ex.req_start
         cdef int i
-        if r == NULL:
-            r = c.log = <LogRecord *>malloc(sizeof(LogRecord))
-            if r == NULL:
-                return
         r.started = self.now
         r.remote_len = copy_bounded(r.remote, sizeof(r.remote), c.addr, c.addr_len)
-        r.method_len = copy_bounded(r.method, sizeof(r.method), base + c.req.method_span.off,
-                                    c.req.method_span.len)
-        r.uri_len = copy_bounded(r.uri, sizeof(r.uri), base + c.req.target.off, c.req.target.len)
-        r.version_minor = c.req.version_minor
-        r.host_len = copy_bounded(r.host, sizeof(r.host), base + c.req.host.off, c.req.host.len)
+        r.method_len = copy_bounded(r.method, sizeof(r.method), base + ex.req.method_span.off,
+                                    ex.req.method_span.len)
+        r.uri_len = copy_bounded(r.uri, sizeof(r.uri), base + ex.req.target.off, ex.req.target.len)
+        r.version_minor = ex.req.version_minor
+        r.host_len = copy_bounded(r.host, sizeof(r.host), base + ex.req.host.off, ex.req.host.len)
         r.referer_len = r.user_agent_len = r.upstream_len = 0
         r.status = 0
         r.bytes_sent = 0
-        for i in range(c.req.n_headers):
-            if name_is(base, &c.req.headers[i], b"referer", 7):
-                r.referer_len = copy_bounded(r.referer, sizeof(r.referer), base + c.req.headers[i].value.off,
-                                             c.req.headers[i].value.len)
-            elif name_is(base, &c.req.headers[i], b"user-agent", 10):
+        for i in range(ex.req.n_headers):
+            if name_is(base, &ex.req.headers[i], b"referer", 7):
+                r.referer_len = copy_bounded(r.referer, sizeof(r.referer),
+                                             base + ex.req.headers[i].value.off, ex.req.headers[i].value.len)
+            elif name_is(base, &ex.req.headers[i], b"user-agent", 10):
                 r.user_agent_len = copy_bounded(r.user_agent, sizeof(r.user_agent),
-                                                base + c.req.headers[i].value.off, c.req.headers[i].value.len)
-        c.log_open = 1
+                                                base + ex.req.headers[i].value.off,
+                                                ex.req.headers[i].value.len)
+        ex.log_open = 1
 
-    cdef void open_bare_log(self, Client c):
+    cdef void open_bare_log(self, Client c, Exchange ex):
         """A request refused before its head could be read: logged with "-" for the request."""
-        if c.log == NULL:
-            c.log = <LogRecord *>malloc(sizeof(LogRecord))
-            if c.log == NULL:
-                return
-        memset(c.log, 0, sizeof(LogRecord))
-        c.log.started = self.now
-        c.log.remote_len = copy_bounded(c.log.remote, sizeof(c.log.remote), c.addr, c.addr_len)
-        c.log.version_minor = 1
-        c.log_open = 1
+        ex.start(c.rb.start, 0)
+        if self.alog is None:
+            return
+        ex.log.started = self.now
+        ex.log.remote_len = copy_bounded(ex.log.remote, sizeof(ex.log.remote), c.addr, c.addr_len)
+        ex.log.method_len = ex.log.uri_len = ex.log.host_len = 0
+        ex.log.referer_len = ex.log.user_agent_len = ex.log.upstream_len = 0
+        ex.log.version_minor = 1
+        ex.log.status = 0
+        ex.log.bytes_sent = 0
+        ex.log_open = 1
 
-    cdef void close_log(self, Client c, int status):
+    cdef void close_log(self, Exchange ex, int status):
         """The exchange is over (answered, failed or abandoned): write its line."""
-        if not c.log_open:
+        if not ex.log_open:
             return
-        c.log_open = 0
-        if self.alog is None or c.log == NULL:
+        ex.log_open = 0
+        if self.alog is None:
             return
-        if c.log.status == 0:
-            c.log.status = status
-        self.alog.write(c.log, self.now)
+        ex.log.status = ex.status if ex.status else status
+        ex.log.bytes_sent = ex.bytes_out
+        self.alog.write(&ex.log, self.now)
 
-    # --- the request filter seam ------------------------------------------------------------------
+    # --- answers of the proxy's own -------------------------------------------------------------------
 
-    cdef bint request_filters(self, Client c, Route *r):
-        """Run the route's request filters: True when one of them answered the request."""
-        if r.filters & FILTER_RESPOND:
-            self.answer_local(c, r)
-            return 1
-        return 0
-
-    cdef void answer_local(self, Client c, Route *r):
-        """Answer from the proxy itself. Keep-alive goes on unless a request body would have to be read."""
-        cdef Py_ssize_t n = r.respond_head_len
-        c.keep_alive = c.req.keep_alive and c.req_done and not self.draining and self.t_keepalive > 0
-        memcpy(c.head, r.respond_head, n)
-        if not c.keep_alive:
-            memcpy(c.head + n, b"Connection: close\r\n", 19)
-            n += 19
-        elif c.req.version_minor == 0:
-            memcpy(c.head + n, b"Connection: keep-alive\r\n", 24)
-            n += 24
-        memcpy(c.head + n, b"\r\n", 2)
+    cdef void answer_local(self, Client c, Exchange ex):
+        """A filter answered: its head is in c.head, its body in ex.answer_*. Keep-alive goes on unless a
+        request body would have to be read first."""
+        cdef Py_ssize_t n = head_end_answer(ex, c.head, ex.answer_head_len, self.head_cap)
+        if n < 0:
+            self.answer_error(c, 500)
+            return
+        self.disarm(c)
         out_clear(&c.out)
-        c.out.head_len = n + 2
-        if c.req.method != METHOD_HEAD:
-            c.out.body_len = r.respond_body_len
-        self.count_status(r.respond_status)
-        if c.log_open:
-            c.log.status = r.respond_status
-        c.resp_started = 1
+        out_push(&c.out, c.head, n)
+        if ex.req.method != METHOD_HEAD:
+            out_push(&c.out, ex.answer_body, ex.answer_len)
+        else:
+            ex.answer_file_left = 0
+        self.count_status(ex.status)
+        ex.resp_started = 1
         c.state = CS_ANSWER
         self.answering(c)
 
     cdef void answering(self, Client c):
-        cdef Py_ssize_t before = out_left(&c.out)
-        cdef int r = flush_out(c.fd, &c.out, c.head, <char *>self.routes[c.route].respond_body,
-                               &c.wr_ready)
-        if c.log_open:
-            c.log.bytes_sent += before - out_left(&c.out)
-        if r < 0:
-            self.close_client(c)
-        elif r == 0:
-            c.deadline = self.now + self.t_send
-        else:
+        cdef Exchange ex = c.ex
+        cdef Py_ssize_t before, n
+        cdef int r
+        while True:
+            before = out_left(&c.out)
+            r = out_flush(&c.tp, &c.out)
+            ex.bytes_out += before - out_left(&c.out)
+            if r < 0:
+                self.close_client(c)
+                return
+            if r == 0:
+                if c.timer.deadline == 0:
+                    self.arm(c, self.now + self.t_send)
+                return
+            if ex.answer_file_left <= 0:
+                break
+            # a file body: the next piece, through the head buffer (the head is out)
+            n = read(ex.answer_fd, c.head, min(self.head_cap, ex.answer_file_left))
+            if n <= 0:
+                self.close_client(c)          # the file shrank or failed: the length we announced is a lie
+                return
+            ex.answer_file_left -= n
             out_clear(&c.out)
-            c.fwd = c.req_start + c.req_head_len
-            self.finish_exchange(c)
+            out_push(&c.out, c.head, n)
+        out_clear(&c.out)
+        ex.fwd = ex.req_start + ex.req_head_len
+        self.finish_exchange(c)
 
-    cdef void send_continue(self, Client c):
+    cdef void send_continue(self, Client c, Exchange ex):
         memcpy(c.head, CONTINUE_100, 25)
-        c.out.head_off = 0
-        c.out.head_len = 25
-        c.sent_continue = 1
-        if flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready) == 1:
+        out_clear(&c.out)
+        out_push(&c.out, c.head, 25)
+        ex.sent_continue = 1
+        if out_flush(&c.tp, &c.out) == 1:
             out_clear(&c.out)
-
-    cdef int route(self, Client c):
-        cdef const char *host = c.rb.data + c.req_start + c.req.host.off
-        cdef Py_ssize_t host_len = host_without_port(host, c.req.host.len)
-        cdef const char *path = c.rb.data + c.req_start + c.req.path.off
-        cdef Py_ssize_t path_len = c.req.path.len
-        cdef int i, best = -1, best_kind = -1, best_path = -1, best_host = -1
-        cdef Route *r
-        for i in range(self.n_routes):
-            r = &self.routes[i]
-            if r.path_len > path_len or memcmp(path, r.path, r.path_len) != 0:
-                continue
-            if not host_matches(r, host, host_len):
-                continue
-            if (r.host_kind > best_kind or (r.host_kind == best_kind and r.host_len > best_host) or
-                    (r.host_kind == best_kind and r.host_len == best_host and r.path_len > best_path)):
-                best, best_kind, best_host, best_path = i, r.host_kind, r.host_len, r.path_len
-        return best
 
     # --- choosing and connecting to a backend ---------------------------------------------------
 
-    cdef void balancing_key(self, Client c):
+    cdef void balancing_key(self, Client c, Exchange ex):
         """What the balancer needs from the request: the hash key, and the server a sticky cookie names."""
-        cdef const char *base = c.rb.data + c.req_start
+        cdef const char *base = c.rb.data + ex.req_start
         cdef const char *name
         cdef Py_ssize_t name_len = 0, off = -1, n = 0
-        cdef int kind = self.balancer.key_kind(c.upstream_group)
-        c.key = 0
+        cdef int kind = self.balancer.key_kind(ex.group)
         if kind != KEY_NONE:
             if kind == KEY_URI:
-                off, n = c.req.path.off, c.req.path.len
+                off, n = ex.req.path.off, ex.req.path.len
             elif kind == KEY_HEADER or kind == KEY_COOKIE:
-                name = self.balancer.key_name(c.upstream_group, &name_len)
+                name = self.balancer.key_name(ex.group, &name_len)
                 if kind == KEY_HEADER:
-                    find_header(base, &c.req, name, name_len, &off, &n)
+                    find_header(base, &ex.req, name, name_len, &off, &n)
                 else:
-                    find_cookie(base, &c.req, name, name_len, &off, &n)
+                    find_cookie(base, &ex.req, name, name_len, &off, &n)
             # no such header or cookie (or client_ip asked for): the client address decides
-            c.key = hash_bytes(base + off, n) if off >= 0 else hash_bytes(c.addr, c.addr_len)
-        if self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE:
-            name = self.balancer.sticky_cookie_name(c.upstream_group, &name_len)
-            if find_cookie(base, &c.req, name, name_len, &off, &n):
-                c.sticky_server = self.balancer.sticky_slot(c.upstream_group, base + off, n, self.now)
-                c.cookie_server = c.sticky_server
+            ex.key = hash_bytes(base + off, n) if off >= 0 else hash_bytes(c.addr, c.addr_len)
+        if self.balancer.sticky_kind(ex.group) == STICKY_COOKIE:
+            name = self.balancer.sticky_cookie_name(ex.group, &name_len)
+            if find_cookie(base, &ex.req, name, name_len, &off, &n):
+                ex.sticky_server = self.balancer.sticky_slot(ex.group, base + off, n, self.now)
+                ex.cookie_server = ex.sticky_server
 
-    cdef int pick(self, Client c):
+    cdef int pick(self, Exchange ex):
         """The next server for this request: its sticky server first, then the balancer's choice."""
         cdef int srv
-        if c.n_tried >= TRIED_MAX or c.n_tried >= self.balancer.tries(c.upstream_group):
+        if ex.n_tried >= TRIED_MAX or ex.n_tried >= self.balancer.tries(ex.group):
             return -1
-        if c.n_tried == 0 and c.sticky_server >= 0:
-            srv = c.sticky_server         # sticky_slot() already took it for us
-            c.sticky_server = -1
+        if ex.n_tried == 0 and ex.sticky_server >= 0:
+            srv = ex.sticky_server         # sticky_slot() already took it for us
+            ex.sticky_server = -1
             return srv
-        if c.n_tried > 0 and c.last_failure != F_STALE and not self.balancer.may_retry(c.upstream_group,
-                                                                                       self.now):
+        if ex.n_tried > 0 and ex.last_failure != F_STALE and not self.balancer.may_retry(ex.group, self.now):
             return -1                     # the retry budget is spent: a sick pool is not hammered
-        return self.balancer.pick(c.upstream_group, c.key, c.tried, c.n_tried, self.now)
+        return self.balancer.pick(ex.group, ex.key, ex.tried, ex.n_tried, self.now)
 
-    cdef void release_pick(self, Client c, int outcome):
+    cdef void release_pick(self, Exchange ex, int outcome):
         """Tell the balancer how the exchange with the picked server ended (exactly once per pick)."""
-        cdef int srv = c.picked
+        cdef int srv = ex.picked
         if srv < 0:
             return
-        c.picked = -1
-        if outcome == OUTCOME_OK and c.resp_started and c.response_seconds == 0:
-            c.response_seconds = self.now - c.picked_at
-        self.balancer.release(srv, outcome, c.response_seconds, self.now)
+        ex.picked = -1
+        if outcome == OUTCOME_OK and ex.resp_started and ex.response_seconds == 0:
+            ex.response_seconds = self.now - ex.picked_at
+        self.balancer.release(srv, outcome, ex.response_seconds, self.now)
         if self.waiting:
             self.serve_waiting()
 
-    cdef void enqueue(self, Client c):
+    cdef void enqueue(self, Client c, Exchange ex):
         """Every candidate is at max_conns: wait (bounded in number and time) for one to free up."""
         cdef int n = 0
         for other in self.waiting:
-            if (<Client>other).upstream_group == c.upstream_group:
+            if (<Client>other).ex is not None and (<Client>other).ex.group == ex.group:
                 n += 1
-        if n >= self.balancer.max_queue(c.upstream_group):
+        if n >= self.balancer.max_queue(ex.group):
             self.answer_error(c, 503)
             return
-        if c.wait_deadline == 0:
-            c.wait_deadline = self.now + self.balancer.queue_timeout(c.upstream_group)
-        c.waiting = 1
+        if ex.wait_deadline == 0:
+            ex.wait_deadline = self.now + self.balancer.queue_timeout(ex.group)
+        ex.waiting = 1
         self.waiting.append(c)
 
     cdef void serve_waiting(self):
@@ -1146,142 +676,163 @@ cdef class Core:
         self.waiting = []
         for obj in queue:
             c = <Client>obj
-            if not c.waiting or c.state != CS_PROXY:
+            if c.ex is None or not c.ex.waiting or c.state != CS_PROXY:
                 continue
-            c.waiting = 0
-            if c.wait_deadline <= self.now:
+            c.ex.waiting = 0
+            if c.ex.wait_deadline <= self.now:
                 self.answer_error(c, 503)
             else:
-                self.connect_upstream(c)
+                self.connect_backend(c, c.ex)
 
-    cdef void connect_upstream(self, Client c):
-        cdef int srv
-        cdef Upstream u
-        cdef list pool
+    cdef void connect_backend(self, Client c, Exchange ex):
+        cdef int srv, rc
+        cdef BackendConn b
         while True:
-            srv = self.pick(c)
+            srv = self.pick(ex)
             if srv == PICK_FULL:
-                self.enqueue(c)
+                self.enqueue(c, ex)
                 return
             if srv < 0:
-                # nothing tried yet: no server available at all (down, disabled, drained)
-                self.answer_error(c, failure_status(c.last_failure) if c.last_failure else 503)
+                # nothing (more) to try: no server available at all (down, disabled, drained)
+                self.answer_error(c, failure_status(ex.last_failure) if ex.last_failure else 503)
                 return
-            c.tried[c.n_tried] = srv
-            c.n_tried += 1
-            c.picked = srv
-            c.picked_at = self.now
-            c.response_seconds = 0
-            u = None
-            pool = <list>self.pools[srv]
-            if not c.no_pool:
-                while pool:
-                    u = <Upstream>pool.pop()
-                    self.n_upstream_idle -= 1
-                    if u.state == US_IDLE:
-                        break
-                    u = None
-            if u is None:
-                u = self.open_upstream(srv)
-                if u is None:
-                    c.last_failure = F_CONNECT
-                    self.release_pick(c, OUTCOME_CONNECT_FAIL)
-                    continue
+            ex.tried[ex.n_tried] = srv
+            ex.n_tried += 1
+            ex.picked = srv
+            ex.picked_at = self.now
+            ex.response_seconds = 0
+            b = None if ex.no_pool else self.pool.take(srv)
+            if b is not None:
+                self.disarm(b)
+                b.reused = 1
+                b.state = BS_ACTIVE
+                if not self.buffers.take(&b.rb, &b.head):
+                    self.close_backend(b)
+                    self.local_failure(c, ex)
+                    return
             else:
-                u.reused = 1
-                u.state = US_ACTIVE
-                if not self.alloc_buffers(&u.rb, &u.head, &u.head_cap):
-                    self.close_upstream(u)
-                    c.last_failure = F_CONNECT
-                    self.release_pick(c, OUTCOME_ABORTED)
+                b = self.open_backend(srv, &rc)
+                if rc == -2:
+                    self.local_failure(c, ex)
+                    return
+                if rc < 0:
+                    ex.last_failure = F_CONNECT
+                    self.release_pick(ex, OUTCOME_CONNECT_FAIL)
                     continue
-            u.client = c
-            c.up = u
-            if not self.prepare_request(c, u):
+            b.client = c
+            c.backend = b
+            if not self.prepare_request(c, ex, b):
                 return
-            if u.state == US_ACTIVE:
-                u.deadline = self.now + self.t_send
+            if b.state == BS_ACTIVE:
+                self.arm(b, self.now + self.t_send)
                 self.pump(c)
             else:
-                u.deadline = self.now + self.t_connect
+                self.arm(b, self.now + self.t_connect)
             return
 
-    cdef Upstream open_upstream(self, int srv):
-        cdef Server *s = &self.servers[srv]
-        cdef int fd, rc
-        cdef Upstream u
-        fd = socket(s.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
-        if fd < 0:
-            return None
-        set_nodelay(fd)                 # backend connections are kept alive: requests go out at once
-        rc = connect(fd, <sockaddr *>&s.addr, s.addr_len)
-        if rc < 0 and errno != EINPROGRESS:
-            close(fd)
-            return None
-        u = Upstream.__new__(Upstream)
-        u.fd = fd
-        u.server = srv
-        if not self.alloc_buffers(&u.rb, &u.head, &u.head_cap):
-            close(fd)
-            return None
-        if not self.register(fd, u):
-            self.free_buffers(&u.rb, &u.head)
-            close(fd)
-            return None
-        u.state = US_ACTIVE if rc == 0 else US_CONNECTING
-        u.wr_ready = rc == 0
-        self.n_upstream_open += 1
-        self.n_upstream_total += 1
-        return u
+    cdef void local_failure(self, Client c, Exchange ex):
+        """We could not open or set up a backend connection: our fault, not the server's."""
+        ex.last_failure = F_LOCAL
+        self.release_pick(ex, OUTCOME_ABORTED)
+        self.answer_error(c, failure_status(F_LOCAL))
 
-    cdef bint prepare_request(self, Client c, Upstream u):
+    cdef BackendConn open_backend(self, int srv, int *rc):
+        """A new connection to srv; rc: 0 ok, -1 the server refused, -2 a local failure (None then)."""
+        cdef int fd = -1
+        cdef int r = open_socket(&self.servers[srv], &fd)
+        cdef BackendConn b
+        rc[0] = r if r < 0 else 0
+        if r < 0:
+            return None
+        b = BackendConn.__new__(BackendConn)
+        tp_init_plain(&b.tp, fd, NULL)
+        b.server = srv
+        if not self.buffers.take(&b.rb, &b.head):
+            close(fd)
+            rc[0] = -2
+            return None
+        if not self.register(b):
+            self.buffers.give(&b.rb, &b.head)
+            close(fd)
+            rc[0] = -2
+            return None
+        b.state = BS_ACTIVE if r == 1 else BS_CONNECTING
+        b.tp.wr_ready = r == 1
+        self.n_backend_open += 1
+        self.n_backend_total += 1
+        return b
+
+    cdef bint prepare_request(self, Client c, Exchange ex, BackendConn b):
         """Write the backend's request head; the body follows from the client buffer."""
         cdef ForwardInfo fwd
         cdef Py_ssize_t n
         fwd.client_addr = c.addr
         fwd.client_addr_len = c.addr_len
-        fwd.proto = b"http"
-        fwd.proto_len = 4
+        fwd.proto = c.tp.listener.proto
+        fwd.proto_len = c.tp.listener.proto_len
         fwd.add_forwarded = self.add_forwarded
-        fwd.upgrade = c.req.upgrade
-        n = write_request_head(c.rb.data + c.req_start, &c.req, &fwd, u.head, u.head_cap)
+        fwd.upgrade = ex.req.upgrade
+        n = write_request_head(c.rb.data + ex.req_start, &ex.req, &fwd, b.head, self.head_cap)
+        if n > 0 and ex.filters & FILTER_BACKEND_HEAD:
+            n = (<FilterChain>ex.chain).run_backend_head(ex, c, b.head, n, self.head_cap)
+            if n < 0:
+                self.release_pick(ex, OUTCOME_ABORTED)
+                self.answer_error(c, 500)
+                return 0
         if n < 0:
+            self.release_pick(ex, OUTCOME_ABORTED)
             self.answer_error(c, 431)
             return 0
-        out_clear(&u.out)
-        u.out.head_len = n
+        out_clear(&b.out)
+        out_push(&b.out, b.head, n)
         return 1
 
-    cdef void upstream_failed(self, Client c, int failure):
+    cdef void backend_event(self, BackendConn b, unsigned int events):
+        cdef Client c
+        cdef int err = 0
+        cdef socklen_t elen = sizeof(err)
+        if b.state == BS_IDLE:
+            if events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                self.close_backend(b)      # the backend closed (or spoke out of turn): drop it
+            return
+        if b.state == BS_CONNECTING:
+            if not b.tp.wr_ready:
+                return
+            getsockopt(b.tp.fd, SOL_SOCKET, SO_ERROR, &err, &elen)
+            if err != 0:
+                self.backend_failed(<Client>b.client, F_CONNECT)
+                return
+            b.state = BS_ACTIVE
+            self.arm(b, self.now + self.t_send)
+        if b.client is None:
+            self.close_backend(b)
+            return
+        c = <Client>b.client
+        if c.state == CS_TUNNEL:
+            self.tunnel(c)
+        else:
+            self.pump(c)
+
+    cdef void backend_failed(self, Client c, int failure):
         """A backend attempt failed before any response byte reached the client: retry or answer."""
-        cdef Upstream u = c.up
-        self.release_pick(c, failure_outcome(failure))
-        if u is not None:
+        cdef Exchange ex = c.ex
+        self.release_pick(ex, failure_outcome(failure))
+        if c.backend is not None:
             self.detach_and_close(c)
-        if c.resp_started:
+        if ex.resp_started:
             self.close_client(c)
             return
         if failure == F_STALE:
             # The pooled connection was stale, not the server: do not count this server as tried.
-            if c.n_tried > 0:
-                c.n_tried -= 1
-            c.no_pool = 1
-        c.last_failure = failure
-        if c.replayable and failure_allows_retry(failure, c.req.method):
-            self.rewind_request(c)
-            self.connect_upstream(c)
+            if ex.n_tried > 0:
+                ex.n_tried -= 1
+            ex.no_pool = 1
+        ex.last_failure = failure
+        if ex.replayable and failure_allows_retry(failure, ex.req.method):
+            ex.rewind()
+            self.connect_backend(c, ex)
         else:
             self.answer_error(c, failure_status(failure))
-
-    cdef void rewind_request(self, Client c):
-        c.fwd = c.req_start + c.req_head_len
-        c.req_body_seen = 0
-        if c.req.body_kind == BODY_LENGTH:
-            c.req_left = c.req.content_length
-            c.req_done = c.req_left == 0
-        elif c.req.body_kind == BODY_CHUNKED:
-            memset(&c.req_chunk, 0, sizeof(ChunkState))
-            c.req_done = 0
 
     # --- moving bytes ---------------------------------------------------------------------------
 
@@ -1298,294 +849,319 @@ cdef class Core:
             if a == 0 and b == 0:
                 break
 
-    cdef int frame_request_body(self, Client c, Upstream u):
-        """Hand the request body bytes already read to the backend's outgoing queue (after its head).
+    cdef int frame_request_body(self, Client c, Exchange ex, BackendConn b):
+        """Queue the request body bytes already read for the backend (after its head).
 
-        1 some attached, 0 none available, -1 the body is bad (answered).
+        1 some queued, 0 none available, -1 the body is bad (answered).
         """
-        cdef Py_ssize_t avail = c.rb.end - c.fwd, take, outlen
-        if c.req_done or avail <= 0 or u.out.body_len > 0 or u.out.body_consume > 0:
+        cdef Py_ssize_t avail = c.rb.end - ex.fwd, take, outlen
+        if ex.req_done or avail <= 0 or b.out.consume > 0:
             return 0
-        if c.req.body_kind == BODY_LENGTH:
-            take = avail if avail < c.req_left else c.req_left
-            c.req_left -= take
-            c.req_done = c.req_left == 0
+        if ex.req.body_kind == BODY_LENGTH:
+            take = avail if avail < ex.req_left else ex.req_left
+            ex.req_left -= take
+            ex.req_done = ex.req_left == 0
             outlen = take
         else:
-            take = chunked_feed(&c.req_chunk, c.rb.data + c.fwd, avail, 0, &outlen)
+            take = chunked_feed(&ex.req_chunk, c.rb.data + ex.fwd, avail, 0, &outlen)
             if take < 0:
                 self.client_request_error(c, 400)
                 return -1
-            c.req_done = c.req_chunk.done
-            c.req_body_seen += take
-            if self.max_body and c.req_body_seen > self.max_body + 64:
+            ex.req_done = ex.req_chunk.done
+            ex.req_body_seen += take
+            if self.max_body and ex.req_body_seen > self.max_body + 64:
                 self.client_request_error(c, 413)
                 return -1
-        u.out.body_off = c.fwd
-        u.out.body_len = outlen
-        u.out.body_consume = take
-        c.deadline = 0
+        out_push(&b.out, c.rb.data + ex.fwd, outlen)
+        b.out.consume = take
+        self.disarm(c)
         return 1
 
     cdef int step_request(self, Client c):
         """Client -> backend. 1 progress, 0 nothing to do now, -1 the exchange changed state."""
-        cdef Upstream u = c.up
+        cdef BackendConn b = c.backend
+        cdef Exchange ex = c.ex
         cdef Py_ssize_t n, shift
         cdef int r
-        if u is None or u.state != US_ACTIVE:
+        if b is None or b.state != BS_ACTIVE:
             return 0
-        if self.frame_request_body(c, u) < 0:
+        if self.frame_request_body(c, ex, b) < 0:
             return -1
-        if out_pending(&u.out):
-            r = flush_out(u.fd, &u.out, u.head, c.rb.data, &u.wr_ready)
+        if out_pending(&b.out):
+            r = out_flush(&b.tp, &b.out)
             if r < 0:
-                self.upstream_failed(c, F_STALE if u.reused else F_RESET)
+                self.backend_failed(c, F_STALE if b.reused else F_RESET)
                 return -1
             if r == 0:
+                if b.timer.deadline == 0:
+                    self.arm(b, self.now + self.t_send)   # the backend is not taking the request
                 return 0
-            c.fwd += u.out.body_consume
-            out_clear(&u.out)
-            u.deadline = self.now + (self.t_read if c.req_done else self.t_send)
-            if not c.replayable or c.resp_started:
-                c.rb.start = c.fwd
+            ex.fwd += b.out.consume
+            out_clear(&b.out)
+            if ex.req_done:
+                self.arm(b, self.now + self.t_read)
+            else:
+                self.disarm(b)          # now it waits for the client, not the client for it
+            if not ex.replayable or ex.resp_started:
+                c.rb.start = ex.fwd
             return 1
-        if c.req_done:
+        if ex.req_done:
             return 0
-        # need more request body from the client
-        if not c.rd_ready:
-            if c.deadline == 0:
-                c.deadline = self.now + self.t_client_body
+        # need more request body from the client: only the client's timer runs meanwhile
+        if not c.tp.rd_ready:
+            if c.timer.deadline == 0:
+                self.arm(c, self.now + self.t_client_body)
             return 0
         if c.rb.end == c.rb.cap:
-            if c.replayable:
+            if ex.replayable:
                 # The request outgrew the buffer: it can no longer be replayed elsewhere.
-                c.replayable = 0
-                c.rb.start = c.fwd
+                ex.replayable = 0
+                c.rb.start = ex.fwd
             shift = c.rb.start
             if not buffer_make_room(&c.rb):
                 return 0
-            c.fwd -= shift
-            c.req_start -= shift
-        n = sock_read(c.fd, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
+            ex.fwd -= shift
+            ex.req_start -= shift
+        n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
         if n > 0:
-            if n < c.rb.cap - c.rb.end:
-                c.rd_ready = c.hup
             c.rb.end += n
-            c.deadline = self.now + self.t_client_body
+            self.arm(c, self.now + self.t_client_body)
             return 1
-        if n == 0 or errno != EAGAIN and errno != EINTR:
-            self.abort(c)             # the client left in the middle of its request
-            return -1
-        if errno == EAGAIN:
-            c.rd_ready = 0
-        return 0
+        if n == IO_AGAIN:
+            return 0
+        self.abort(c)             # the client left in the middle of its request
+        return -1
 
-    cdef int frame_response(self, Client c, Upstream u):
+    cdef int frame_response(self, Client c, Exchange ex, BackendConn b):
         """Turn response bytes already read into output for the client: a rewritten head, then body.
 
         1 output queued or bytes consumed, 0 nothing to do until more is read, -1 exchange changed.
         """
         cdef Py_ssize_t avail, take, outlen, n
+        cdef bint end
         cdef int progress = 0
-        if c.resp_state == RS_WAIT_HEAD:
-            avail = u.rb.end - u.rb.start
+        if ex.resp_state == RS_WAIT_HEAD:
+            avail = b.rb.end - b.rb.start
             if avail == 0:
                 return 0
-            n = parse_response_head(u.rb.data + u.rb.start, avail, &u.resp, c.req.method, &self.limits)
+            n = parse_response_head(b.rb.data + b.rb.start, avail, &ex.resp, ex.req.method, &self.limits)
             if n < 0:
-                self.upstream_failed(c, F_BAD_RESPONSE)
+                self.backend_failed(c, F_BAD_RESPONSE)
                 return -1
             if n == 0:
                 return 0
-            if self.start_response(c, u, n) < 0:
+            if self.start_response(c, ex, b, n) < 0:
                 return -1
-            if c.resp_state != RS_BODY:
+            if ex.resp_state != RS_BODY:
                 return 1                  # an interim response, or one without a body
             progress = 1
-        while c.resp_state == RS_BODY and c.out.body_len == 0:
-            avail = u.rb.end - u.rb.start
+        while ex.resp_state == RS_BODY and c.out.consume == 0 and not out_pending(&c.out):
+            avail = b.rb.end - b.rb.start
             if avail == 0:
                 break
-            if u.resp.body_kind == BODY_LENGTH:
-                take = avail if avail < c.resp_left else c.resp_left
-                c.resp_left -= take
+            end = 0
+            if ex.resp.body_kind == BODY_LENGTH:
+                take = avail if avail < ex.resp_left else ex.resp_left
+                ex.resp_left -= take
                 outlen = take
-                if c.resp_left == 0:
-                    c.resp_state = RS_DONE
-            elif u.resp.body_kind == BODY_CHUNKED:
-                take = chunked_feed(&c.resp_chunk, u.rb.data + u.rb.start, avail, c.dechunk, &outlen)
+                end = ex.resp_left == 0
+            elif ex.resp.body_kind == BODY_CHUNKED:
+                take = chunked_feed(&ex.resp_chunk, b.rb.data + b.rb.start, avail,
+                                    ex.framing != FRAME_AS_IS, &outlen)
                 if take < 0:
                     self.abort(c)         # the backend broke framing mid-body: cut the client off
                     return -1
-                if c.resp_chunk.done:
-                    c.resp_state = RS_DONE
+                end = ex.resp_chunk.done
             else:
                 take = outlen = avail
+            if end:
+                ex.resp_state = RS_DONE
             progress = 1
-            if outlen == 0:               # only framing (a chunk-size line): nothing to send
-                u.rb.start += take
+            if outlen == 0 and not (end and ex.framing == FRAME_CHUNKED):
+                b.rb.start += take        # only framing (a chunk-size line): nothing to send
                 continue
-            c.out.body_off = u.rb.start
-            c.out.body_len = outlen
-            c.out.body_consume = take
+            if self.queue_body(c, ex, b.rb.data + b.rb.start, outlen, end) < 0:
+                return -1
+            if out_pending(&c.out):
+                c.out.consume = take
+            else:
+                b.rb.start += take        # a filter kept this piece to itself
         return progress
+
+    cdef int queue_body(self, Client c, Exchange ex, const char *data, Py_ssize_t n, bint end):
+        """Queue one piece of the response body for the client, through the route's body filters and
+        in the client's framing. 0 queued, -1 a filter failed (the connection is cut)."""
+        if ex.filters & FILTER_BODY:
+            if (<FilterChain>ex.chain).run_body(ex, c, &data, &n, end) < 0:
+                self.abort(c)
+                return -1
+        if ex.framing == FRAME_CHUNKED:
+            if n > 0:
+                out_push(&c.out, c.out.chunk_line, chunk_size_line(c.out.chunk_line, n))
+                out_push(&c.out, data, n)
+                if end:
+                    out_push(&c.out, CRLF_LAST_CHUNK, 7)
+                else:
+                    out_push(&c.out, CRLF, 2)
+            elif end:
+                out_push(&c.out, LAST_CHUNK, 5)
+        else:
+            out_push(&c.out, data, n)
+        return 0
 
     cdef int step_response(self, Client c):
         """Backend -> client. 1 progress, 0 nothing to do now, -1 the exchange changed state."""
-        cdef Upstream u = c.up
+        cdef BackendConn b = c.backend
+        cdef Exchange ex = c.ex
         cdef Py_ssize_t n, before
         cdef int r, framed
-        if u is None or u.state != US_ACTIVE:
+        if b is None or b.state != BS_ACTIVE:
             return 0
         framed = 0
         if not out_pending(&c.out):
-            framed = self.frame_response(c, u)
+            framed = self.frame_response(c, ex, b)
             if framed < 0:
                 return -1
         if out_pending(&c.out):
             before = out_left(&c.out)
-            r = flush_out(c.fd, &c.out, c.head, u.rb.data, &c.wr_ready)
-            if c.log_open:
-                c.log.bytes_sent += before - out_left(&c.out)
+            r = out_flush(&c.tp, &c.out)
+            ex.bytes_out += before - out_left(&c.out)
             if r < 0:
                 self.abort(c)
                 return -1
             if r == 0:
-                if c.deadline == 0:
-                    c.deadline = self.now + self.t_send
+                if c.timer.deadline == 0:
+                    self.arm(c, self.now + self.t_send)
                 return framed
-            u.rb.start += c.out.body_consume
+            b.rb.start += c.out.consume
             out_clear(&c.out)
-            c.deadline = 0
-            if c.resp_state == RS_DONE:
+            if ex.body_keep is not None:
+                ex.body_keep = None
+            self.disarm(c)
+            if ex.resp_state == RS_DONE:
                 self.finish_exchange(c)
                 return -1
             return 1
-        if c.resp_state == RS_DONE:
+        if ex.resp_state == RS_DONE:
             self.finish_exchange(c)
             return -1
         if framed:
             return 1
-        if not u.rd_ready:
+        if not b.tp.rd_ready:
             return 0
-        if u.rb.start == u.rb.end:
-            u.rb.start = u.rb.end = 0
-        elif not buffer_make_room(&u.rb):
-            if c.resp_state == RS_WAIT_HEAD:
-                self.upstream_failed(c, F_BAD_RESPONSE)     # a head larger than the buffer
+        if b.rb.start == b.rb.end:
+            b.rb.start = b.rb.end = 0
+        elif not buffer_make_room(&b.rb):
+            if ex.resp_state == RS_WAIT_HEAD:
+                self.backend_failed(c, F_BAD_RESPONSE)     # a head larger than the buffer
                 return -1
             return 0
-        n = sock_read(u.fd, u.rb.data + u.rb.end, u.rb.cap - u.rb.end)
+        n = tp_read(&b.tp, b.rb.data + b.rb.end, b.rb.cap - b.rb.end)
         if n > 0:
-            if n < u.rb.cap - u.rb.end:
-                u.rd_ready = u.hup
-            u.rb.end += n
-            u.deadline = self.now + self.t_read
+            b.rb.end += n
+            self.arm(b, self.now + self.t_read)
             return 1
-        if n < 0 and errno == EAGAIN:
-            u.rd_ready = 0
+        if n == IO_AGAIN:
             return 0
-        if n < 0 and errno == EINTR:
-            return 1
         # the backend closed (or reset)
-        if c.resp_state == RS_WAIT_HEAD:
-            if u.rb.end == u.rb.start and u.reused and not c.resp_started:
-                self.upstream_failed(c, F_STALE)
+        if ex.resp_state == RS_WAIT_HEAD:
+            if b.rb.end == b.rb.start and b.reused and not ex.resp_started:
+                self.backend_failed(c, F_STALE)
             else:
-                self.upstream_failed(c, F_RESET)
+                self.backend_failed(c, F_RESET)
             return -1
-        if c.resp_state == RS_BODY and u.resp.body_kind == BODY_CLOSE:
-            c.resp_state = RS_DONE
-            u.resp.keep_alive = 0
+        if ex.resp_state == RS_BODY and ex.resp.body_kind == BODY_CLOSE:
+            ex.resp_state = RS_DONE
+            ex.resp.keep_alive = 0
+            if ex.framing == FRAME_CHUNKED or ex.filters & FILTER_BODY:
+                if self.queue_body(c, ex, NULL, 0, 1) < 0:
+                    return -1
             return 1
-        self.release_pick(c, OUTCOME_RESET)
+        self.release_pick(ex, OUTCOME_RESET)
         self.abort(c)                 # a truncated body: the client must see the connection end
         return -1
 
-    cdef int start_response(self, Client c, Upstream u, Py_ssize_t head_len):
+    cdef int start_response(self, Client c, Exchange ex, BackendConn b, Py_ssize_t head_len):
         cdef ResponseRewrite rw
         cdef Py_ssize_t n
-        cdef int status = u.resp.status
+        cdef int status = ex.resp.status
+        cdef bint reframe
         if 100 <= status < 200 and status != 101:
             # Interim responses (RFC 9110 15.2) go to 1.1 clients as they are, except a 100 Continue
             # we already sent ourselves.
-            if c.req.version_minor == 1 and not (status == 100 and c.sent_continue):
-                if head_len > c.head_cap:
-                    self.upstream_failed(c, F_BAD_RESPONSE)
+            if ex.req.version_minor == 1 and not (status == 100 and ex.sent_continue):
+                if head_len > self.head_cap:
+                    self.backend_failed(c, F_BAD_RESPONSE)
                     return -1
-                memcpy(c.head, u.rb.data + u.rb.start, head_len)
-                c.out.head_off = 0
-                c.out.head_len = head_len
-            u.rb.start += head_len
+                memcpy(c.head, b.rb.data + b.rb.start, head_len)
+                out_push(&c.out, c.head, head_len)
+            b.rb.start += head_len
             return 1
-        if status == 101 and not c.req.upgrade:
-            self.upstream_failed(c, F_BAD_RESPONSE)
+        if status == 101 and not ex.req.upgrade:
+            self.backend_failed(c, F_BAD_RESPONSE)
             return -1
-        c.dechunk = u.resp.body_kind == BODY_CHUNKED and c.req.version_minor == 0
-        c.keep_alive = (c.req.keep_alive and c.req_done and not self.draining and not c.dechunk and
-                        self.t_keepalive > 0 and
-                        u.resp.body_kind != BODY_CLOSE and status != 101)
+        # How the body reaches the client: as it came, de-chunked for a 1.0 client, or re-framed when a
+        # body filter changes it (or must see a chunked body decoded).
+        reframe = (ex.filters & FILTER_BODY and ex.resp.body_kind != BODY_NONE and status != 101 and
+                   (ex.filters & FILTER_TRANSFORM or ex.resp.body_kind == BODY_CHUNKED))
+        if reframe:
+            ex.framing = FRAME_CHUNKED if ex.req.version_minor == 1 else FRAME_CLOSE
+        elif ex.resp.body_kind == BODY_CHUNKED and ex.req.version_minor == 0:
+            ex.framing = FRAME_DECHUNK
+        else:
+            ex.framing = FRAME_AS_IS
+        ex.keep_alive = (ex.req.keep_alive and ex.req_done and not self.draining and self.t_keepalive > 0
+                         and status != 101 and ex.framing != FRAME_DECHUNK and ex.framing != FRAME_CLOSE
+                         and (ex.resp.body_kind != BODY_CLOSE or ex.framing == FRAME_CHUNKED))
         rw.server = self.server_header_ptr
         rw.server_len = self.server_header_len
-        rw.client_keep_alive = c.keep_alive
-        rw.client_version_minor = c.req.version_minor
-        rw.dechunk = c.dechunk
-        n = write_response_head(u.rb.data + u.rb.start, &u.resp, &rw, c.head, c.head_cap)
+        rw.client_keep_alive = ex.keep_alive
+        rw.client_version_minor = ex.req.version_minor
+        rw.dechunk = ex.framing != FRAME_AS_IS
+        n = write_response_head(b.rb.data + b.rb.start, &ex.resp, &rw, c.head, self.head_cap)
         if n < 0:
-            self.upstream_failed(c, F_BAD_RESPONSE)
+            self.backend_failed(c, F_BAD_RESPONSE)
             return -1
-        c.response_seconds = self.now - c.picked_at
-        if c.route_filters:
-            n = self.response_filters(c, n)
-        if (self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE and
-                c.cookie_server != u.server):
-            n = self.add_sticky_cookie(c, u.server, n)
+        ex.response_seconds = self.now - ex.picked_at
+        ex.server = b.server
+        ex.status = status
+        if ex.filters:
+            if reframe or (ex.filters & FILTER_TRANSFORM and ex.req.method == METHOD_HEAD):
+                n = head_remove_field(c.head, n, b"content-length", 14)
+                if ex.framing == FRAME_CHUNKED:
+                    n = head_add_fields(c.head, n, self.head_cap, b"Transfer-Encoding: chunked\r\n", 28)
+            if ex.filters & FILTER_RESPONSE:
+                n = (<FilterChain>ex.chain).run_response(ex, c, c.head, n, self.head_cap)
+                if n < 0:
+                    ex.status = 0
+                    self.release_pick(ex, OUTCOME_OK)
+                    self.answer_error(c, 500)
+                    return -1
         self.count_status(status)
-        if c.log_open:
-            c.log.status = status
-            c.log.upstream_len = self.servers[u.server].text_len
-            memcpy(c.log.upstream, self.servers[u.server].text, c.log.upstream_len)
-        u.rb.start += head_len
-        c.out.head_off = 0
-        c.out.head_len = n
-        c.resp_started = 1
-        if c.req_done:
-            c.rb.start = c.fwd           # the request can no longer be replayed: release it
-            c.replayable = 0
-        if u.resp.body_kind == BODY_NONE or status == 101:
-            c.resp_state = RS_DONE
-        elif u.resp.body_kind == BODY_LENGTH:
-            c.resp_left = u.resp.content_length
-            c.resp_state = RS_DONE if c.resp_left == 0 else RS_BODY
+        if ex.log_open:
+            ex.log.upstream_len = self.servers[b.server].text_len
+            memcpy(ex.log.upstream, self.servers[b.server].text, ex.log.upstream_len)
+        b.rb.start += head_len
+        out_push(&c.out, c.head, n)
+        ex.resp_started = 1
+        if ex.req_done:
+            c.rb.start = ex.fwd           # the request can no longer be replayed: release it
+            ex.replayable = 0
+        if ex.resp.body_kind == BODY_NONE or status == 101:
+            ex.resp_state = RS_DONE
+        elif ex.resp.body_kind == BODY_LENGTH:
+            ex.resp_left = ex.resp.content_length
+            ex.resp_state = RS_BODY if ex.resp_left > 0 else RS_DONE
+            if ex.resp_left == 0 and ex.framing == FRAME_CHUNKED:
+                self.queue_body(c, ex, NULL, 0, 1)
         else:
-            memset(&c.resp_chunk, 0, sizeof(ChunkState))
-            c.resp_state = RS_BODY
+            ex.resp_chunk.state = 0
+            ex.resp_chunk.remaining = 0
+            ex.resp_chunk.size_digits = 0
+            ex.resp_chunk.line_len = 0
+            ex.resp_chunk.done = 0
+            ex.resp_state = RS_BODY
         return 1
-
-    # --- the response filter seam -----------------------------------------------------------------
-
-    cdef Py_ssize_t response_filters(self, Client c, Py_ssize_t n):
-        """Run the route's response filters over the rewritten head c.head[0:n]; returns its new length."""
-        cdef Route *r = &self.routes[c.route]
-        if r.filters & FILTER_ADD_HEADERS and n + r.add_headers_len <= c.head_cap:
-            # before the head's final CRLF
-            memcpy(c.head + n - 2, r.add_headers, r.add_headers_len)
-            n += r.add_headers_len
-            memcpy(c.head + n - 2, b"\r\n", 2)
-        return n
-
-    cdef Py_ssize_t add_sticky_cookie(self, Client c, int srv, Py_ssize_t n):
-        """Insert Set-Cookie before the head's final CRLF: the client was new here or has moved."""
-        cdef Py_ssize_t k
-        if n + 16 > c.head_cap:
-            return n
-        memcpy(c.head + n - 2, b"Set-Cookie: ", 12)
-        k = self.balancer.sticky_cookie(c.upstream_group, srv, c.head + n + 10, c.head_cap - n - 14)
-        if k <= 0:
-            memcpy(c.head + n - 2, b"\r\n", 2)
-            return n
-        memcpy(c.head + n + 10 + k, b"\r\n\r\n", 4)
-        return n + 14 + k
 
     cdef void count_status(self, int status):
         if 400 <= status < 500:
@@ -1595,111 +1171,77 @@ cdef class Core:
 
     cdef void finish_exchange(self, Client c):
         """The response is out. Keep or close both connections, then serve a pipelined request."""
-        cdef Upstream u = c.up
+        cdef BackendConn b = c.backend
+        cdef Exchange ex = c.ex
         cdef UpstreamGroup *g
-        if c.req.upgrade and u is not None and u.resp.status == 101:
+        if ex.req.upgrade and b is not None and ex.resp.status == 101:
             self.start_tunnel(c)
             return
-        self.close_log(c, 0)
-        self.release_pick(c, OUTCOME_HTTP_5XX if u is not None and u.resp.status >= 500 else OUTCOME_OK)
-        c.up = None
-        if u is not None:
-            u.client = None
-            g = &self.groups[self.servers[u.server].upstream]
-            if (u.resp.keep_alive and c.req_done and u.rb.start == u.rb.end and not out_pending(&u.out)
-                    and not self.draining and len(<list>self.pools[u.server]) < g.keepalive):
-                u.state = US_IDLE
-                self.free_buffers(&u.rb, &u.head)   # an idle connection holds no buffer
-                u.deadline = self.now + g.keepalive_timeout
-                (<list>self.pools[u.server]).append(u)
-                self.n_upstream_idle += 1
+        self.close_log(ex, 0)
+        self.release_pick(ex, OUTCOME_HTTP_5XX if b is not None and ex.resp.status >= 500 else OUTCOME_OK)
+        c.backend = None
+        if b is not None:
+            b.client = None
+            g = &self.groups[self.servers[b.server].group]
+            if (ex.resp.keep_alive and ex.req_done and b.rb.start == b.rb.end and not out_pending(&b.out)
+                    and not self.draining and self.pool.count(b.server) < g.keepalive):
+                b.state = BS_IDLE
+                b.reused = 0
+                self.buffers.give(&b.rb, &b.head)   # an idle connection holds no buffer
+                self.arm(b, self.now + g.keepalive_timeout)
+                self.pool.put(b)
             else:
-                self.close_upstream(u)
-        if not c.keep_alive or not c.req_done:
+                self.close_backend(b)
+        if not ex.keep_alive or not ex.req_done:
             self.finish_client(c)
             return
         c.state = CS_HEAD
         if not c.nodelay:
             # A kept-alive connection's next response must not wait behind Nagle for the last ACK.
-            set_nodelay(c.fd)
+            set_nodelay(c.tp.fd)
             c.nodelay = 1
-        c.rb.start = c.fwd
+        c.rb.start = ex.fwd
+        ex.end()
+        c.ex = None
         if c.rb.start == c.rb.end:
-            self.free_buffers(&c.rb, &c.head)   # idle between requests: no buffer until bytes come
-        c.deadline = self.now + self.t_keepalive
-        c.idle_since = self.now       # while draining, the sweep closes it after a grace period
+            self.buffers.give(&c.rb, &c.head)   # idle between requests: no buffer until bytes come
+        c.idle_since = self.now
+        # while draining, a kept-alive client gets a short grace for its next request, then goes
+        self.arm(c, self.now + (DRAIN_IDLE_GRACE if self.draining else self.t_keepalive))
         self.client_read_head(c)
 
     # --- tunnels (Upgrade) ----------------------------------------------------------------------
 
     cdef void start_tunnel(self, Client c):
+        cdef Exchange ex = c.ex
+        self.close_log(ex, 0)
         c.state = CS_TUNNEL
-        c.deadline = 0
-        c.up.deadline = 0
-        c.rb.start = c.fwd
-        c.tunnel_client_eof = 0
-        c.up_eof = 0
+        self.disarm(c)
+        self.disarm(c.backend)
+        c.rb.start = ex.fwd
+        c.tunnel_eof = 0
+        c.backend_eof = 0
         self.tunnel(c)
 
     cdef void tunnel(self, Client c):
-        cdef Upstream u = c.up
-        cdef int a, b
+        cdef BackendConn b = c.backend
+        cdef int x, y
         while c.state == CS_TUNNEL:
-            a = self.tunnel_direction(c.fd, &c.rb, &c.rd_ready, c.hup, &c.tunnel_client_eof,
-                                      u.fd, &u.out, u.head, &u.wr_ready)
-            b = self.tunnel_direction(u.fd, &u.rb, &u.rd_ready, u.hup, &c.up_eof,
-                                      c.fd, &c.out, c.head, &c.wr_ready)
-            if a < 0 or b < 0 or (c.tunnel_client_eof and c.up_eof and
-                                  not out_pending(&u.out) and not out_pending(&c.out)):
+            x = tunnel_direction(&c.tp, &c.rb, &c.tunnel_eof, &b.tp, &b.out)
+            y = tunnel_direction(&b.tp, &b.rb, &c.backend_eof, &c.tp, &c.out)
+            if x < 0 or y < 0 or (c.tunnel_eof and c.backend_eof and
+                                  not out_pending(&b.out) and not out_pending(&c.out)):
                 self.detach_and_close(c)
                 self.close_client(c)
                 return
-            if a == 0 and b == 0:
+            if x == 0 and y == 0:
                 return
-
-    cdef int tunnel_direction(self, int src, Buffer *rb, bint *rd_ready, bint hup, bint *eof,
-                              int dst, Outgoing *out, char *head, bint *wr_ready):
-        cdef int r
-        cdef Py_ssize_t n
-        if out_pending(out):
-            r = flush_out(dst, out, head, rb.data, wr_ready)
-            if r < 0:
-                return -1
-            if r == 0:
-                return 0
-            rb.start += out.body_consume
-            out_clear(out)
-            if eof[0] and rb.start == rb.end:
-                shutdown(dst, SHUT_WR)
-            return 1
-        if rb.end > rb.start:
-            out.body_off = rb.start
-            out.body_len = rb.end - rb.start
-            out.body_consume = out.body_len
-            return 1
-        if eof[0] or not rd_ready[0]:
-            return 0
-        rb.start = rb.end = 0
-        n = sock_read(src, rb.data, rb.cap)
-        if n > 0:
-            if n < rb.cap:
-                rd_ready[0] = hup
-            rb.end = n
-            return 1
-        if n == 0:
-            eof[0] = 1
-            shutdown(dst, SHUT_WR)        # pass the half-close on
-            return 1
-        if errno == EAGAIN:
-            rd_ready[0] = 0
-            return 0
-        return -1 if errno != EINTR else 1
 
     # --- errors, timeouts and closing -----------------------------------------------------------
 
     cdef void client_request_error(self, Client c, int status):
         """The request itself is bad (found while streaming its body)."""
-        if c.resp_started:
+        if c.ex.resp_started:
             self.abort(c)
         else:
             self.answer_error(c, status)
@@ -1707,34 +1249,37 @@ cdef class Core:
     cdef void answer_error(self, Client c, int status):
         """Answer with a small error response and close: framing may be in doubt."""
         cdef Py_ssize_t n
-        if c.up is not None:
+        if c.backend is not None:
             self.detach_and_close(c)
         self.count_status(status)
-        if c.log_open:
-            c.log.status = status
-        n = write_error_response(status, 1, c.head, c.head_cap)
+        if c.ex is not None:
+            c.ex.status = status
+            c.ex.keep_alive = 0
+        if c.rb.data == NULL and not self.buffers.take(&c.rb, &c.head):
+            self.close_client(c)
+            return
+        n = write_error_response(status, 1, c.head, self.head_cap)
         out_clear(&c.out)
-        if n > 0:
-            c.out.head_len = n
-        c.keep_alive = 0
+        out_push(&c.out, c.head, n)
         c.state = CS_CLOSING
-        c.deadline = self.now + self.t_send
+        self.arm(c, self.now + self.t_send)
         self.closing(c)
 
     cdef void closing(self, Client c):
         cdef Py_ssize_t before = out_left(&c.out)
-        cdef int r = flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready)
-        if c.log_open:
-            c.log.bytes_sent += before - out_left(&c.out)
+        cdef int r = out_flush(&c.tp, &c.out)
+        if c.ex is not None:
+            c.ex.bytes_out += before - out_left(&c.out)
         if r < 0:
             self.close_client(c)
         elif r == 1:
-            self.close_log(c, 0)
+            if c.ex is not None:
+                self.close_log(c.ex, 0)
             # Half-close and keep reading for a while, so that unread request bytes do not turn our
             # answer into a reset (RFC 9112 9.6).
-            shutdown(c.fd, SHUT_WR)
+            tp_shutdown_write(&c.tp)
             c.state = CS_LINGER
-            c.deadline = self.now + LINGER_SECONDS
+            self.arm(c, self.now + LINGER_SECONDS)
             c.rb.start = c.rb.end = 0
             self.linger(c)
 
@@ -1742,18 +1287,13 @@ cdef class Core:
         cdef Py_ssize_t n
         cdef int _
         for _ in range(16):
-            if not c.rd_ready:
+            if not c.tp.rd_ready:
                 return
-            n = sock_read(c.fd, c.rb.data, c.rb.cap)
+            n = tp_read(&c.tp, c.rb.data, c.rb.cap)
             if n > 0:
-                if n < c.rb.cap:
-                    c.rd_ready = c.hup
                 continue
-            if n < 0 and errno == EAGAIN:
-                c.rd_ready = 0
+            if n == IO_AGAIN:
                 return
-            if n < 0 and errno == EINTR:
-                continue
             self.close_client(c)
             return
 
@@ -1761,84 +1301,127 @@ cdef class Core:
         """Close after the last response. A client that asked to close sends nothing more (RFC 9112
         9.6): close at once. Otherwise (we chose to close, a body not read to its end, bytes after the
         request) half-close and drain first, so that nothing unread turns the answer into a reset."""
-        if not c.req.keep_alive and c.req_done and c.rb.end == c.fwd:
+        cdef Exchange ex = c.ex
+        if not ex.req.keep_alive and ex.req_done and c.rb.end == ex.fwd:
             self.close_client(c)
             return
         out_clear(&c.out)
         c.state = CS_CLOSING
-        c.deadline = self.now + self.t_send
+        self.arm(c, self.now + self.t_send)
         self.closing(c)
 
     cdef void abort(self, Client c):
         """Something broke mid-exchange: drop both connections without a word."""
-        if c.up is not None:
+        if c.backend is not None:
             self.detach_and_close(c)
         self.close_client(c)
 
     cdef void detach_and_close(self, Client c):
-        cdef Upstream u = c.up
-        self.release_pick(c, OUTCOME_OK if c.state == CS_TUNNEL else OUTCOME_ABORTED)
-        c.up = None
+        cdef BackendConn b = c.backend
+        if c.ex is not None:
+            self.release_pick(c.ex, OUTCOME_OK if c.state == CS_TUNNEL else OUTCOME_ABORTED)
+        c.backend = None
         out_clear(&c.out)
-        if u is not None:
-            u.client = None
-            self.close_upstream(u)
+        if b is not None:
+            b.client = None
+            self.close_backend(b)
 
     cdef void client_timeout(self, Client c):
+        cdef Exchange ex = c.ex
         if c.state == CS_HEAD:
             if c.rb.end > c.rb.start:
+                self.open_bare_log(c, ex if ex is not None else self.new_exchange(c))
                 self.answer_error(c, 408)
             else:
                 self.close_client(c)      # idle keep-alive connection
         elif c.state == CS_PROXY:
-            if c.resp_started or c.req_done:
+            if ex.resp_started or ex.req_done:
                 self.abort(c)             # the client stopped reading the response
             else:
                 self.answer_error(c, 408)   # the client stopped sending its body
         else:
             self.close_client(c)
 
-    cdef void upstream_timeout(self, Upstream u):
-        cdef Client c = u.client
-        if u.state == US_IDLE or c is None:
-            self.close_upstream(u)
-        elif u.state == US_CONNECTING:
-            self.upstream_failed(c, F_CONNECT_TIMEOUT)
-        elif c.resp_started:
+    cdef Exchange new_exchange(self, Client c):
+        c.ex = Exchange.__new__(Exchange)
+        return c.ex
+
+    cdef void backend_timeout(self, BackendConn b):
+        cdef Client c = <Client>b.client
+        if b.state == BS_IDLE or c is None:
+            self.close_backend(b)
+        elif b.state == BS_CONNECTING:
+            self.backend_failed(c, F_CONNECT_TIMEOUT)
+        elif c.ex.resp_started:
+            self.release_pick(c.ex, OUTCOME_TIMEOUT)
             self.abort(c)
         else:
-            self.upstream_failed(c, F_TIMEOUT)
+            self.backend_failed(c, F_TIMEOUT)
 
-    # close(2) also takes the socket out of the epoll set: no other process holds a copy of it.
     cdef void close_client(self, Client c):
         if c.state == CS_CLOSED:
             return
-        self.graveyard.append(c)
-        c.waiting = 0                 # serve_waiting() skips it
-        self.close_log(c, 499)        # nginx's "client closed request" when nothing was answered
-        if c.up is not None:
+        if c.ex is not None:
+            c.ex.waiting = 0              # serve_waiting() skips it
+            self.close_log(c.ex, 499)     # nginx's "client closed request" when nothing was answered
+        if c.backend is not None:
             self.detach_and_close(c)
         c.state = CS_CLOSED
-        close(c.fd)
-        self.live.pop(c.fd, None)
-        self.free_buffers(&c.rb, &c.head)
-        free(c.log)
-        c.log = NULL
-        self.n_client_open -= 1
+        self.forget(c)
+        tp_close(&c.tp)
+        self.buffers.give(&c.rb, &c.head)
+        if c.ex is not None:
+            c.ex.end()
+            c.ex = None
+        self.client_closed()
 
-    cdef void close_upstream(self, Upstream u):
-        if u.state == US_CLOSED:
+    cdef void close_backend(self, BackendConn b):
+        if b.state == BS_CLOSED:
             return
-        self.graveyard.append(u)
-        if u.state == US_IDLE:
-            self.n_upstream_idle -= 1
-            (<list>self.pools[u.server]).remove(u)
-        u.state = US_CLOSED
-        u.client = None
-        close(u.fd)
-        self.live.pop(u.fd, None)
-        self.free_buffers(&u.rb, &u.head)
-        self.n_upstream_open -= 1
+        if b.state == BS_IDLE:
+            self.pool.remove(b)
+        b.state = BS_CLOSED
+        b.client = None
+        self.forget(b)
+        tp_close(&b.tp)
+        self.buffers.give(&b.rb, &b.head)
+        self.n_backend_open -= 1
+
+
+cdef int tunnel_direction(Transport *src, Buffer *rb, bint *eof, Transport *dst, Outgoing *out) noexcept:
+    """Move what src sent on to dst. 1 progress, 0 nothing to do now, -1 broken."""
+    cdef int r
+    cdef Py_ssize_t n
+    if out_pending(out):
+        r = out_flush(dst, out)
+        if r < 0:
+            return -1
+        if r == 0:
+            return 0
+        rb.start += out.consume
+        out_clear(out)
+        if eof[0] and rb.start == rb.end:
+            tp_shutdown_write(dst)
+        return 1
+    if rb.end > rb.start:
+        out_clear(out)
+        out_push(out, rb.data + rb.start, rb.end - rb.start)
+        out.consume = rb.end - rb.start
+        return 1
+    if eof[0] or not src.rd_ready:
+        return 0
+    rb.start = rb.end = 0
+    n = tp_read(src, rb.data, rb.cap)
+    if n > 0:
+        rb.end = n
+        return 1
+    if n == 0:
+        eof[0] = 1
+        tp_shutdown_write(dst)        # pass the half-close on
+        return 1
+    if n == IO_AGAIN:
+        return 0
+    return -1
 
 
 cdef bint find_header(const char *base, const RequestHead *req, const char *name, Py_ssize_t n,
@@ -1880,47 +1463,3 @@ cdef bint find_cookie(const char *base, const RequestHead *req, const char *name
             p = vend
     off[0] = -1
     return 0
-
-
-cdef inline void set_nodelay(int fd) noexcept nogil:
-    cdef int one = 1
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
-
-
-cdef void fill_sockaddr(Server *s, str host, int port) except *:
-    cdef sockaddr_in *a4
-    cdef sockaddr_in6 *a6
-    cdef bytes h = host.encode()
-    memset(&s.addr, 0, sizeof(sockaddr_storage))
-    if ":" in host:
-        a6 = <sockaddr_in6 *>&s.addr
-        a6.sin6_family = AF_INET6
-        a6.sin6_port = htons(port)
-        if inet_pton(AF_INET6, h, &a6.sin6_addr) != 1:
-            raise ValueError("not an IPv6 address: %s" % host)
-        s.addr_len = sizeof(sockaddr_in6)
-    else:
-        a4 = <sockaddr_in *>&s.addr
-        a4.sin_family = AF_INET
-        a4.sin_port = htons(port)
-        if inet_pton(AF_INET, h, &a4.sin_addr) != 1:
-            raise ValueError("not an IPv4 address: %s" % host)
-        s.addr_len = sizeof(sockaddr_in)
-
-
-cdef void format_addr(sockaddr_storage *addr, char *out, int *out_len) noexcept nogil:
-    cdef const char *r
-    cdef int i = 0
-    if addr.ss_family == AF_INET6:
-        r = inet_ntop(AF_INET6, &(<sockaddr_in6 *>addr).sin6_addr, out, 64)
-    elif addr.ss_family == AF_INET:
-        r = inet_ntop(AF_INET, &(<sockaddr_in *>addr).sin_addr, out, 64)
-    else:
-        r = NULL
-    if r == NULL:
-        memcpy(out, b"unknown", 7)
-        out_len[0] = 7
-        return
-    while out[i] != 0 and i < 63:
-        i += 1
-    out_len[0] = i

@@ -1,0 +1,221 @@
+# cython: language_level=3
+"""The filter chain and the built-in filters (rules in _filters.pxd).
+
+Built-ins: RespondFilter (the route answers itself: nginx's `return`), AddHeadersFilter (nginx's
+`add_header`), StickyCookieFilter (the balancer's Set-Cookie when a client is new or has moved) and
+PythonHooks (the route's `hooks`: Python callables run in the worker, see fastproxy/hooks.py).
+"""
+
+from libc.string cimport memcpy, memmove
+
+from http import HTTPStatus
+
+from fastproxy._balancer cimport STICKY_COOKIE, Balancer
+from fastproxy._http cimport METHOD_HEAD
+
+
+cdef inline unsigned char lower(unsigned char c) noexcept nogil:
+    return c + 32 if 65 <= c <= 90 else c
+
+
+# --- editing a head in place ------------------------------------------------------------------------
+
+cdef Py_ssize_t head_add_fields(char *head, Py_ssize_t n, Py_ssize_t cap, const char *fields,
+                                Py_ssize_t len) noexcept nogil:
+    if len == 0 or n + len > cap or n < 4:
+        return n
+    memcpy(head + n - 2, fields, len)
+    n += len
+    memcpy(head + n - 2, b"\r\n", 2)
+    return n
+
+
+cdef Py_ssize_t head_remove_field(char *head, Py_ssize_t n, const char *name, Py_ssize_t len) noexcept nogil:
+    cdef Py_ssize_t line = 0, end, i
+    cdef bint same
+    # skip the start line
+    while line < n - 1 and not (head[line] == b'\r' and head[line + 1] == b'\n'):
+        line += 1
+    line += 2
+    while line < n - 2:
+        end = line
+        while end < n - 1 and not (head[end] == b'\r' and head[end + 1] == b'\n'):
+            end += 1
+        end += 2                    # past this line's CRLF
+        same = end - line > len and head[line + len] == b':'
+        i = 0
+        while same and i < len:
+            same = lower(head[line + i]) == <unsigned char>name[i]
+            i += 1
+        if same:
+            memmove(head + line, head + end, n - end)
+            n -= end - line
+        else:
+            line = end
+    return n
+
+
+cdef Py_ssize_t head_end_answer(Exchange ex, char *head, Py_ssize_t n, Py_ssize_t cap) noexcept nogil:
+    if n + 26 > cap:
+        return -1
+    if not ex.keep_alive:
+        memcpy(head + n, b"Connection: close\r\n", 19)
+        n += 19
+    elif ex.req.version_minor == 0:
+        memcpy(head + n, b"Connection: keep-alive\r\n", 24)
+        n += 24
+    memcpy(head + n, b"\r\n", 2)
+    return n + 2
+
+
+# --- the chain --------------------------------------------------------------------------------------
+
+cdef class Filter:
+    cdef int on_request(self, Exchange ex, Client c) except -2:
+        return FILTER_GO_ON
+
+    cdef Py_ssize_t on_backend_head(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                    Py_ssize_t cap) except -2:
+        return n
+
+    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap) except -2:
+        return n
+
+    cdef int on_body(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end) except -2:
+        return FILTER_GO_ON
+
+
+cdef class FilterChain:
+    def __init__(self, filters):
+        cdef Filter f
+        self.filters = tuple(filters)
+        self.flags = 0
+        for f in self.filters:
+            self.flags |= f.flags
+
+    def __len__(self):
+        return len(self.filters)
+
+    cdef int run_request(self, Exchange ex, Client c) except -2:
+        cdef Filter f
+        cdef int r
+        for f in self.filters:
+            if f.flags & FILTER_REQUEST:
+                r = f.on_request(ex, c)
+                if r != FILTER_GO_ON:
+                    return r
+        return FILTER_GO_ON
+
+    cdef Py_ssize_t run_backend_head(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                     Py_ssize_t cap) except -2:
+        cdef Filter f
+        for f in self.filters:
+            if f.flags & FILTER_BACKEND_HEAD:
+                n = f.on_backend_head(ex, c, head, n, cap)
+                if n < 0:
+                    return n
+        return n
+
+    cdef Py_ssize_t run_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                 Py_ssize_t cap) except -2:
+        cdef Filter f
+        for f in self.filters:
+            if f.flags & FILTER_RESPONSE:
+                n = f.on_response(ex, c, head, n, cap)
+                if n < 0:
+                    return n
+        return n
+
+    cdef int run_body(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end) except -2:
+        cdef Filter f
+        for f in self.filters:
+            if f.flags & FILTER_BODY:
+                if f.on_body(ex, c, data, n, end) < 0:
+                    return FILTER_FAILED
+        return FILTER_GO_ON
+
+
+# --- built-in filters -------------------------------------------------------------------------------
+
+cdef class RespondFilter(Filter):
+    """The route answers every request itself (config `respond`)."""
+    cdef bytes head                 # status line and fields, without Connection and the final CRLF
+    cdef bytes body
+    cdef int status
+
+    def __init__(self, int status, str content_type, str body, bytes extra_fields=b""):
+        self.flags = FILTER_REQUEST
+        self.status = status
+        self.body = body.encode()
+        self.head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+            status, HTTPStatus(status).phrase.encode(), content_type.encode("latin-1"),
+            len(self.body))) + extra_fields
+
+    cdef int on_request(self, Exchange ex, Client c) except -2:
+        cdef Py_ssize_t n = len(self.head)
+        memcpy(c.head, <const char *>self.head, n)
+        ex.answer_head_len = n
+        ex.status = self.status
+        if ex.req.method != METHOD_HEAD:
+            ex.answer_owner = self.body
+            ex.answer_body = self.body
+            ex.answer_len = len(self.body)
+        return FILTER_ANSWERED
+
+
+cdef class AddHeadersFilter(Filter):
+    """Fields added to every response of the route (config `add_headers`)."""
+    cdef bytes fields               # "Name: value\r\n" lines
+
+    def __init__(self, pairs):
+        self.flags = FILTER_RESPONSE
+        self.fields = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+                               for name, value in pairs)
+
+    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap) except -2:
+        return head_add_fields(head, n, cap, self.fields, len(self.fields))
+
+
+cdef class StickyCookieFilter(Filter):
+    """Set-Cookie naming the server that answered, when the client was new here or has moved."""
+    cdef Balancer balancer
+
+    def __init__(self, Balancer balancer):
+        self.flags = FILTER_RESPONSE
+        self.balancer = balancer
+
+    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap) except -2:
+        cdef Py_ssize_t k
+        if ex.server < 0 or ex.cookie_server == ex.server or n + 16 > cap:
+            return n
+        memcpy(head + n - 2, b"Set-Cookie: ", 12)
+        k = self.balancer.sticky_cookie(ex.group, ex.server, head + n + 10, cap - n - 14)
+        if k <= 0:
+            memcpy(head + n - 2, b"\r\n", 2)
+            return n
+        memcpy(head + n + 10 + k, b"\r\n\r\n", 4)
+        return n + 14 + k
+
+
+def built_in_filters(route, Balancer balancer, int group):
+    """The built-in filters a config route asks for, in the order they run."""
+    fields = b"".join(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+                      for name, value in route.add_headers)
+    out = []
+    if route.respond is not None:
+        out.append(RespondFilter(route.respond.status, route.respond.content_type, route.respond.body,
+                                 fields))
+        return out
+    if group >= 0 and balancer.sticky_kind(group) == STICKY_COOKIE:
+        out.append(StickyCookieFilter(balancer))
+    if route.add_headers:
+        out.append(AddHeadersFilter(route.add_headers))
+    return out
+
+
+def python_hooks_filter(config, route):
+    """The route's Python hooks as one filter, or None when it has none."""
+    return None
