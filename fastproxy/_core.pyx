@@ -53,8 +53,9 @@ from fastproxy._filters cimport (FILTER_ANSWERED, FILTER_BACKEND_HEAD, FILTER_BO
                                  head_end_answer, head_remove_field)
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE, METHOD_GET,
                               METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE, ForwardInfo, HeaderField,
-                              Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head, parse_response_head, write_error_response,
-                              write_request_head, write_response_head)
+                              Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head,
+                              parse_response_head, write_error_response, write_request_head,
+                              write_response_head)
 from fastproxy._loop cimport LIMIT_CONNECTIONS, Conn, Loop
 from fastproxy._pool cimport BackendPool
 from fastproxy._routing cimport RouteTable
