@@ -8,6 +8,7 @@ import time
 from servers import REPO
 
 PROXY_COLORS = {"fastproxy": "#d62728", "fastproxy-addheaders": "#ff7f0e", "fastproxy-hook": "#e377c2",
+                "fastproxy-baseline": "#8c564b",
                 "nginx": "#2ca02c", "haproxy": "#1f77b4"}
 
 
@@ -49,6 +50,12 @@ def machine_info():
     }
 
 
+def baseline_info(root):
+    """"DIR at commit abc1234" for the checkout fastproxy-baseline ran from."""
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"{root} at commit {done.stdout.strip()}" if done.returncode == 0 else f"{root} (not a git checkout)"
+
+
 def _f(value, fmt):
     return "n/a" if value is None or value != value else format(value, fmt)
 
@@ -81,6 +88,17 @@ VARIANTS_HEADER = (
     "| added CPU us/req | per-rep pairs min..max |\n"
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 )
+
+
+VARIANT_TEXT = {
+    "fastproxy-addheaders": "fastproxy-addheaders: plain fastproxy's config with `add_headers = { \"X-Frame-Options\" "
+                            "= \"DENY\" }` on the route.",
+    "fastproxy-hook": "fastproxy-hook: plain fastproxy's config with `[server] python_path` and `hooks = { request = "
+                      "\"benchhooks:noop\" }` on the route, where `noop(request)` returns None.",
+    "fastproxy-baseline": "fastproxy-baseline: plain fastproxy's config run from another checkout (see Machine). For "
+                          "it, req/s `x fastproxy` above 1 or added CPU below 0 means this checkout is slower than "
+                          "the baseline.",
+}
 
 
 def variants_table(rows):
@@ -134,10 +152,9 @@ def markdown(rows, args, machine, command, notes, rawdir):
     ]
     if any("vs_plain" in r for r in rows):
         out += [
-            "\n## fastproxy's filters against plain fastproxy (same run)\n\n",
-            "fastproxy-addheaders is plain fastproxy's config with `add_headers = { \"X-Frame-Options\" = "
-            "\"DENY\" }` on the route; fastproxy-hook has `[server] python_path` and `hooks = { request = "
-            "\"benchhooks:noop\" }` on the route instead, where `noop(request)` returns None.\n\n",
+            "\n## fastproxy variants against plain fastproxy (same run)\n\n",
+            *(f"- {VARIANT_TEXT[name]}\n" for name in dict.fromkeys(r["proxy"] for r in rows if "vs_plain" in r)),
+            "\n",
             variants_table(rows),
             "\n",
             "- `x fastproxy`: the variant's median divided by plain fastproxy's in the same scenario (req/s: > 1 "

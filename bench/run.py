@@ -5,6 +5,7 @@
     python bench/run.py --proxies nginx,haproxy --scenarios a,c
     python bench/run.py --profile          # syscalls per request under strace -c (see syscalls.py)
     python bench/run.py --proxies fastproxy,fastproxy-addheaders,fastproxy-hook,nginx,haproxy --scenarios a,b
+    python bench/run.py --proxies fastproxy,fastproxy-baseline,nginx --baseline /tmp/fastproxy-before
 
 Per scenario the proxies are started with the scenario's worker count, warmed up, then measured
 interleaved (fastproxy, nginx, haproxy, fastproxy, nginx, ...) so that slow drifts of the machine hit
@@ -14,8 +15,9 @@ requests wrk completed. Results: bench/results/latest.md and latest.png; raw wrk
 generated configs and the processes' logs under bench/results/raw/<timestamp>/.
 
 fastproxy-addheaders and fastproxy-hook (bench/servers.py) are plain fastproxy with one filter on the
-route; each is also compared with plain fastproxy of the same run: its req/s and CPU ratio, and the CPU
-µs per request it adds (its median minus plain fastproxy's).
+route; fastproxy-baseline is plain fastproxy run from another checkout (--baseline). Each is also
+compared with plain fastproxy of the same run: its req/s and CPU ratio, and the CPU µs per request it
+adds (its median minus plain fastproxy's).
 """
 
 import argparse
@@ -85,6 +87,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="1 rep x 3 s, 1 s warm-up")
     p.add_argument("--pin", default="", help='taskset CPU lists, e.g. "proxy=0,wrk=1,backend=1" (+ for lists: 0+1)')
     p.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="checkout (built in place) that fastproxy-baseline runs from, e.g. the commit before a change")
     p.add_argument("--profile", action="store_true", help="run the strace/perf profile instead (syscalls.py)")
     p.add_argument("--profile-seconds", type=int, default=5, help="seconds traced per proxy in --profile")
     args = p.parse_args(argv)
@@ -97,6 +101,8 @@ def parse_args(argv):
         raise SystemExit(f"unknown proxies {bad}; choose from {servers.PROXIES}")
     if len(set(args.proxies)) != len(args.proxies):
         raise SystemExit("--proxies: each proxy once")
+    if "fastproxy" not in args.proxies and any(x.startswith("fastproxy-") for x in args.proxies):
+        print("note: without fastproxy in --proxies the variants are not compared with it", file=sys.stderr)
     args.pin = parse_pin(args.pin)
     return args
 
@@ -139,7 +145,8 @@ def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
     runs = {name: [] for name in args.proxies}
     for name in args.proxies:
         try:
-            procs[name] = servers.start_proxy(name, sc.key, tmp, rawdir, backend.port, sc.workers, args.pin.get("proxy"))
+            procs[name] = servers.start_proxy(name, sc.key, tmp, rawdir, backend.port, sc.workers, args.pin.get("proxy"),
+                                              args.baseline)
             started.append(procs[name])
         except RuntimeError as e:
             notes.append(f"{sc.key}/{name}: failed to start: {e}")
@@ -237,24 +244,24 @@ def compare_variants(rows, runs):
         }
 
 
-def check_variants(names):
-    """A fastproxy variant this fastproxy cannot run (it refuses the config) stops the run before anything
-    is started, with fastproxy's own error message."""
+def check_variants(names, baseline):
+    """A fastproxy variant this fastproxy cannot run (it refuses the config, or fastproxy-baseline has no
+    built checkout) stops the run before anything is started, with fastproxy's own error message."""
     tmp = tempfile.mkdtemp(prefix="fastproxy-bench-check-")
     try:
         for name in names:
             if name in servers.FASTPROXY_VARIANTS:
                 try:
-                    servers.check_fastproxy_config(name, tmp)
+                    servers.check_fastproxy_config(name, tmp, baseline)
                 except RuntimeError as e:
-                    raise SystemExit(f"{e}\n\n{name} cannot run with this fastproxy; leave it out of --proxies.") from None
+                    raise SystemExit(str(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    check_variants(args.proxies)
+    check_variants(args.proxies, args.baseline)
     if args.profile:
         return syscalls.main(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -277,6 +284,8 @@ def main(argv=None):
         shutil.copytree(tmp, rawdir / "configs", ignore=shutil.ignore_patterns("temp"), dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     machine = report.machine_info()
+    if "fastproxy-baseline" in args.proxies:
+        machine["fastproxy-baseline"] = report.baseline_info(args.baseline)
     md = report.markdown(rows, args, machine, command, notes, rawdir.relative_to(args.out.parent))
     (args.out / "latest.md").write_text(md)
     try:

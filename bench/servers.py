@@ -16,6 +16,8 @@ so that what a filter costs is measured against plain fastproxy in the same run:
     fastproxy-hook         the route calls a trivial Python request hook (`hooks = { request = ... }`,
                            with `[server] python_path`); a fastproxy without hooks refuses this config,
                            and check_fastproxy_config() says so before a run starts
+    fastproxy-baseline     plain fastproxy's config, run from another checkout (`baseline`, e.g. the
+                           commit before a change, built in place): is the change slower?
 """
 
 import http.client
@@ -324,7 +326,7 @@ def fastproxy_config(port, backend_port, workers, variant="fastproxy", hook_dir=
     elif variant == "fastproxy-hook":
         server += f'python_path = ["{hook_dir}"]\n'
         route = 'hooks = { request = "benchhooks:noop" }\n'
-    elif variant != "fastproxy":
+    elif variant not in ("fastproxy", "fastproxy-baseline"):
         raise ValueError(f"unknown fastproxy variant {variant!r}")
     return f"""[server]
 workers = {workers}
@@ -355,45 +357,66 @@ def write_fastproxy_config(name, d, port, backend_port, workers):
     return path
 
 
-def check_fastproxy_config(name, tmp):
+def fastproxy_root(name, baseline=None):
+    """The checkout a fastproxy variant runs from: this one, or `baseline` for fastproxy-baseline."""
+    if name != "fastproxy-baseline":
+        return REPO
+    if baseline is None:
+        raise RuntimeError("fastproxy-baseline needs --baseline DIR: a checkout of the commit to compare with")
+    root = Path(baseline).resolve()
+    if not list((root / "fastproxy").glob("_core.*.so")):
+        raise RuntimeError(f"fastproxy-baseline: no built fastproxy in {root} (there: python setup.py "
+                           "build_ext --inplace)")
+    return root
+
+
+def fastproxy_argv(root, *args):
+    """`python -m fastproxy ARGS` importing fastproxy from root. Run with cwd=root: `-m` puts the working
+    directory first on sys.path, before PYTHONPATH."""
+    return [sys.executable, "-m", "fastproxy", *args], dict(os.environ, PYTHONPATH=str(root))
+
+
+def check_fastproxy_config(name, tmp, baseline=None):
     """Run `fastproxy check` on variant `name`'s config; RuntimeError with fastproxy's own words if refused.
 
     Run before anything is started, so that a variant this fastproxy cannot run (the hook variant before
     hooks exist) stops the benchmark at once instead of after minutes of the other proxies."""
+    root = fastproxy_root(name, baseline)
     d = Path(tmp) / f"check-{name}"
     d.mkdir()
     path = write_fastproxy_config(name, d, free_port(), free_port(), 1)
-    done = subprocess.run([sys.executable, "-m", "fastproxy", "check", "-c", str(path)], cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    argv, env = fastproxy_argv(root, "check", "-c", str(path))
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
-        raise RuntimeError(f"{name}: this fastproxy refuses the config:\n"
-                           + (done.stdout + done.stderr).strip())
+        raise RuntimeError(f"{name}: this fastproxy refuses the config:\n" + (done.stdout + done.stderr).strip()
+                           + f"\n\n{name} cannot run with the fastproxy in {root}; leave it out of --proxies.")
 
 
-FASTPROXY_VARIANTS = ("fastproxy", "fastproxy-addheaders", "fastproxy-hook")
+FASTPROXY_VARIANTS = ("fastproxy", "fastproxy-addheaders", "fastproxy-hook", "fastproxy-baseline")
 PROXIES = (*FASTPROXY_VARIANTS, "nginx", "haproxy")
 
 
-def start_proxy(name, tag, tmp, logdir, backend_port, workers, cpus=None):
-    """Write the proxy's config into tmp/NAME-TAG, start it and wait until it proxies both bodies."""
+def start_proxy(name, tag, tmp, logdir, backend_port, workers, cpus=None, baseline=None):
+    """Write the proxy's config into tmp/NAME-TAG, start it and wait until it proxies both bodies.
+    baseline: the checkout fastproxy-baseline runs from."""
     d = Path(tmp) / f"{name}-{tag}"
     d.mkdir()
     port = free_port()
     if name == "nginx":
         (d / "nginx.conf").write_text(nginx_proxy_config(d, port, backend_port, workers))
         argv = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf")]
-        env = None
+        env, cwd = None, REPO
     elif name == "haproxy":
         (d / "haproxy.cfg").write_text(haproxy_config(port, backend_port, workers))
         argv = ["haproxy", "-f", str(d / "haproxy.cfg"), "-db"]
-        env = None
+        env, cwd = None, REPO
     elif name in FASTPROXY_VARIANTS:
+        cwd = fastproxy_root(name, baseline)
         path = write_fastproxy_config(name, d, port, backend_port, workers)
-        argv = [sys.executable, "-m", "fastproxy", "serve", "-c", str(path)]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        argv, env = fastproxy_argv(cwd, "serve", "-c", str(path))
     else:
         raise ValueError(f"unknown proxy {name!r}")
-    proc = start(f"{name}-{tag}", argv, port, logdir, cpus, cwd=REPO, env=env)
+    proc = start(f"{name}-{tag}", argv, port, logdir, cpus, cwd=cwd, env=env)
     header = ADD_HEADER if name == "fastproxy-addheaders" else None
     try:
         wait_ready(proc, header=header)

@@ -98,7 +98,8 @@ def main(args):
         backend = servers.start_backend(tmp, outdir, args.pin.get("backend"))
         started.append(backend)
         for name in args.proxies:
-            proc = servers.start_proxy(name, "profile", tmp, outdir, backend.port, 1, args.pin.get("proxy"))
+            proc = servers.start_proxy(name, "profile", tmp, outdir, backend.port, 1, args.pin.get("proxy"),
+                                       args.baseline)
             started.append(proc)
             url = f"http://127.0.0.1:{proc.port}/100"
             wrk.run(url, 1, 50, max(args.warmup, 1), cpus=args.pin.get("wrk"))
