@@ -7,7 +7,9 @@ import time
 
 from servers import REPO
 
-PROXY_COLORS = {"fastproxy": "#d62728", "nginx": "#2ca02c", "haproxy": "#1f77b4"}
+PROXY_COLORS = {"fastproxy": "#d62728", "fastproxy-addheaders": "#ff7f0e", "fastproxy-hook": "#e377c2",
+                "fastproxy-baseline": "#8c564b",
+                "nginx": "#2ca02c", "haproxy": "#1f77b4"}
 
 
 def _version(argv):
@@ -48,6 +50,12 @@ def machine_info():
     }
 
 
+def baseline_info(root):
+    """"DIR at commit abc1234" for the checkout fastproxy-baseline ran from."""
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"{root} at commit {done.stdout.strip()}" if done.returncode == 0 else f"{root} (not a git checkout)"
+
+
 def _f(value, fmt):
     return "n/a" if value is None or value != value else format(value, fmt)
 
@@ -75,6 +83,42 @@ def table(rows):
     return "".join(lines)
 
 
+VARIANTS_HEADER = (
+    "| scenario | variant | req/s | x fastproxy | p99 ms | p99 x fastproxy | CPU us/req | CPU x fastproxy "
+    "| added CPU us/req | per-rep pairs min..max |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+)
+
+
+VARIANT_TEXT = {
+    "fastproxy-addheaders": "fastproxy-addheaders: plain fastproxy's config with `add_headers = { \"X-Frame-Options\" "
+                            "= \"DENY\" }` on the route.",
+    "fastproxy-hook": "fastproxy-hook: plain fastproxy's config with `[server] python_path` and `hooks = { request = "
+                      "\"benchhooks:noop\" }` on the route, where `noop(request)` returns None.",
+    "fastproxy-baseline": "fastproxy-baseline: plain fastproxy's config run from another checkout (see Machine). For "
+                          "it, req/s `x fastproxy` above 1 or added CPU below 0 means this checkout is slower than "
+                          "the baseline.",
+}
+
+
+def variants_table(rows):
+    """The fastproxy-* rows against plain fastproxy of the same scenario (run.compare_variants)."""
+    lines = [VARIANTS_HEADER]
+    for r in rows:
+        v = r.get("vs_plain")
+        if v is None:
+            continue
+        sc = r["scenario"]
+        pairs = v["added_pairs"]
+        spread = f"{min(pairs):+.1f}..{max(pairs):+.1f}" if pairs else "n/a"
+        lines.append(
+            f"| {sc.key}: {sc.title} | {r['proxy']} | {r['rps']:.0f} | {_f(v['x_rps'], '.3f')} | {r['p99']:.2f} "
+            f"| {_f(v['x_p99'], '.2f')} | {r['usr'] + r['sys']:.1f} | {_f(v['x_cpu'], '.3f')} "
+            f"| {v['added_us']:+.1f} | {spread} |\n"
+        )
+    return "".join(lines)
+
+
 def markdown(rows, args, machine, command, notes, rawdir):
     pins = ", ".join(f"{k} on CPU {v}" for k, v in args.pin.items()) or "none (the scheduler places everything)"
     out = [
@@ -94,7 +138,7 @@ def markdown(rows, args, machine, command, notes, rawdir):
         f"- wrk: `-t{args.threads} -c{args.connections} -d{args.duration}s --latency` against each proxy in "
         f"turn, interleaved, after a {args.warmup} s discarded warm-up per proxy and scenario; scenario d "
         "adds `-H 'Connection: close'` (a new TCP connection per request).\n",
-        "- Backend (the same for all three): a separate nginx, 1 worker, serving a 100 B or a 10 KB static "
+        "- Backend (the same for all proxies): a separate nginx, 1 worker, serving a 100 B or a 10 KB static "
         "file (open_file_cache, sendfile), access_log off, unlimited keep-alive.\n",
         "- nginx: `worker_processes N`, `listen ... reuseport` (one socket per worker, like fastproxy), `proxy_pass` to an `upstream` with `keepalive 64`, "
         "`proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, access_log off, proxy_buffering on "
@@ -106,6 +150,20 @@ def markdown(rows, args, machine, command, notes, rawdir):
         "absolute capacity, and repeated runs differ by several percent (see min-max).\n",
         f"- Raw wrk outputs, configs and logs of this run: `bench/{rawdir}` (not committed).\n",
     ]
+    if any("vs_plain" in r for r in rows):
+        out += [
+            "\n## fastproxy variants against plain fastproxy (same run)\n\n",
+            *(f"- {VARIANT_TEXT[name]}\n" for name in dict.fromkeys(r["proxy"] for r in rows if "vs_plain" in r)),
+            "\n",
+            variants_table(rows),
+            "\n",
+            "- `x fastproxy`: the variant's median divided by plain fastproxy's in the same scenario (req/s: > 1 "
+            "is faster; p99 and CPU: < 1 is better).\n",
+            "- added CPU us/req: the variant's median CPU us/req minus plain fastproxy's: what the filter "
+            "costs per request (for fastproxy-hook, the cost of calling a Python hook that does nothing). "
+            "`per-rep pairs`: the same difference for each repetition against plain fastproxy's repetition of "
+            "the same number, which ran just before or after it: the spread to expect.\n",
+        ]
     if notes:
         out.append("\n## Observations during the run\n\n")
         out += [f"- {n}\n" for n in notes]

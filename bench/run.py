@@ -4,6 +4,8 @@
     python bench/run.py --quick            # 1 rep x 3 s, to check that everything works
     python bench/run.py --proxies nginx,haproxy --scenarios a,c
     python bench/run.py --profile          # syscalls per request under strace -c (see syscalls.py)
+    python bench/run.py --proxies fastproxy,fastproxy-addheaders,fastproxy-hook,nginx,haproxy --scenarios a,b
+    python bench/run.py --proxies fastproxy,fastproxy-baseline,nginx --baseline /tmp/fastproxy-before
 
 Per scenario the proxies are started with the scenario's worker count, warmed up, then measured
 interleaved (fastproxy, nginx, haproxy, fastproxy, nginx, ...) so that slow drifts of the machine hit
@@ -11,6 +13,11 @@ all of them alike; each figure is the median over the repetitions. Proxy CPU per
 in utime+stime of the proxy's master and workers (/proc/PID/stat) around each wrk run divided by the
 requests wrk completed. Results: bench/results/latest.md and latest.png; raw wrk outputs, the
 generated configs and the processes' logs under bench/results/raw/<timestamp>/.
+
+fastproxy-addheaders and fastproxy-hook (bench/servers.py) are plain fastproxy with one filter on the
+route; fastproxy-baseline is plain fastproxy run from another checkout (--baseline). Each is also
+compared with plain fastproxy of the same run: its req/s and CPU ratio, and the CPU µs per request it
+adds (its median minus plain fastproxy's).
 """
 
 import argparse
@@ -32,6 +39,7 @@ import wrk
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEFAULT_PROXIES = ("fastproxy", "nginx", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,9 @@ def parse_pin(text):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--proxies", default=",".join(servers.PROXIES), help="comma list, in interleaving order")
+    p.add_argument("--proxies", default=",".join(DEFAULT_PROXIES),
+                   help="comma list, in interleaving order, of " + ", ".join(servers.PROXIES)
+                   + " (default %(default)s)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of a,b,c,d")
     p.add_argument("--reps", type=int, default=5, help="repetitions per scenario and proxy (default 5)")
     p.add_argument("-t", "--threads", type=int, default=1, help="wrk threads (default 1)")
@@ -77,6 +87,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="1 rep x 3 s, 1 s warm-up")
     p.add_argument("--pin", default="", help='taskset CPU lists, e.g. "proxy=0,wrk=1,backend=1" (+ for lists: 0+1)')
     p.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="checkout (built in place) that fastproxy-baseline runs from, e.g. the commit before a change")
     p.add_argument("--profile", action="store_true", help="run the strace/perf profile instead (syscalls.py)")
     p.add_argument("--profile-seconds", type=int, default=5, help="seconds traced per proxy in --profile")
     args = p.parse_args(argv)
@@ -87,6 +99,10 @@ def parse_args(argv):
     bad = [x for x in args.proxies if x not in servers.PROXIES]
     if bad:
         raise SystemExit(f"unknown proxies {bad}; choose from {servers.PROXIES}")
+    if len(set(args.proxies)) != len(args.proxies):
+        raise SystemExit("--proxies: each proxy once")
+    if "fastproxy" not in args.proxies and any(x.startswith("fastproxy-") for x in args.proxies):
+        print("note: without fastproxy in --proxies the variants are not compared with it", file=sys.stderr)
     args.pin = parse_pin(args.pin)
     return args
 
@@ -129,7 +145,8 @@ def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
     runs = {name: [] for name in args.proxies}
     for name in args.proxies:
         try:
-            procs[name] = servers.start_proxy(name, sc.key, tmp, rawdir, backend.port, sc.workers, args.pin.get("proxy"))
+            procs[name] = servers.start_proxy(name, sc.key, tmp, rawdir, backend.port, sc.workers, args.pin.get("proxy"),
+                                              args.baseline)
             started.append(procs[name])
         except RuntimeError as e:
             notes.append(f"{sc.key}/{name}: failed to start: {e}")
@@ -153,10 +170,10 @@ def run_scenario(sc, args, tmp, rawdir, backend, started, notes):
             except (RuntimeError, ValueError) as e:
                 notes.append(f"{sc.key}/{name}: wrk failed in rep {rep + 1}: {e}")
                 continue
-            runs[name].append((res, usr, sys_, other))
+            runs[name].append((res, usr, sys_, other, rep))
             (rawdir / f"{sc.key}-{name}-rep{rep + 1}.txt").write_text(res.output)
             print(
-                f"  {sc.key} rep {rep + 1}/{args.reps} {name:9s} {res.rps:10.0f} req/s  p50 {res.p50_ms:6.2f} ms"
+                f"  {sc.key} rep {rep + 1}/{args.reps} {name:20s} {res.rps:10.0f} req/s  p50 {res.p50_ms:6.2f} ms"
                 f"  p99 {res.p99_ms:6.2f} ms  errors {res.errors:5d}  cpu {usr + sys_:5.1f} us/req  other load {other:3.0f}%",
                 flush=True,
             )
@@ -202,11 +219,49 @@ def summarize(sc, runs):
             r["x_rps"] = r["rps"] / nginx["rps"]
             r["x_p99"] = r["p99"] / nginx["p99"] if nginx["p99"] else float("nan")
             r["x_cpu"] = (r["usr"] + r["sys"]) / (nginx["usr"] + nginx["sys"] or float("nan"))
+    compare_variants(rows, runs)
     return rows
+
+
+def compare_variants(rows, runs):
+    """Each fastproxy-* row against plain fastproxy's of the same scenario: req/s, p99 and CPU ratios, and
+    the CPU µs per request the filter adds (difference of the medians). The spread of that difference is
+    taken over pairs of repetitions with the same number, which ran next to each other (interleaved)."""
+    plain = next((r for r in rows if r["proxy"] == "fastproxy" and r["reps"]), None)
+    if plain is None:
+        return
+    plain_cpu = {x[4]: x[1] + x[2] for x in runs["fastproxy"]}
+    for r in rows:
+        if not r["proxy"].startswith("fastproxy-") or not r["reps"]:
+            continue
+        cpu, plain_median = r["usr"] + r["sys"], plain["usr"] + plain["sys"]
+        r["vs_plain"] = {
+            "x_rps": r["rps"] / plain["rps"],
+            "x_p99": r["p99"] / plain["p99"] if plain["p99"] else float("nan"),
+            "x_cpu": cpu / plain_median if plain_median else float("nan"),
+            "added_us": cpu - plain_median,
+            "added_pairs": [x[1] + x[2] - plain_cpu[x[4]] for x in runs[r["proxy"]] if x[4] in plain_cpu],
+        }
+
+
+def check_variants(names, baseline):
+    """A fastproxy variant this fastproxy cannot run (it refuses the config, or fastproxy-baseline has no
+    built checkout) stops the run before anything is started, with fastproxy's own error message."""
+    tmp = tempfile.mkdtemp(prefix="fastproxy-bench-check-")
+    try:
+        for name in names:
+            if name in servers.FASTPROXY_VARIANTS:
+                try:
+                    servers.check_fastproxy_config(name, tmp, baseline)
+                except RuntimeError as e:
+                    raise SystemExit(str(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    check_variants(args.proxies, args.baseline)
     if args.profile:
         return syscalls.main(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -229,14 +284,23 @@ def main(argv=None):
         shutil.copytree(tmp, rawdir / "configs", ignore=shutil.ignore_patterns("temp"), dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     machine = report.machine_info()
+    if "fastproxy-baseline" in args.proxies:
+        machine["fastproxy-baseline"] = report.baseline_info(args.baseline)
     md = report.markdown(rows, args, machine, command, notes, rawdir.relative_to(args.out.parent))
     (args.out / "latest.md").write_text(md)
-    report.chart(rows, args, machine, args.out / "latest.png")
+    try:
+        report.chart(rows, args, machine, args.out / "latest.png")
+        wrote = f"{args.out / 'latest.md'}, {args.out / 'latest.png'}"
+    except ImportError as e:     # matplotlib is optional: the table matters more than the chart
+        notes.append(f"no chart: {e} (pip install matplotlib)")
+        wrote = f"{args.out / 'latest.md'} (no chart)"
     print()
     print(report.table(rows))
+    if any("vs_plain" in r for r in rows):
+        print(report.variants_table(rows))
     for n in notes:
         print("note:", n)
-    print(f"\nwrote {args.out / 'latest.md'}, {args.out / 'latest.png'}, raw outputs in {rawdir}")
+    print(f"\nwrote {wrote}, raw outputs in {rawdir}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Start and stop the processes a benchmark needs: the backend and the three proxies.
+"""Start and stop the processes a benchmark needs: the backend and the proxies.
 
 Every process is started in its own session with its output in a log file (never a pipe nobody reads),
 is waited for by polling with a deadline until it answers a real request, and is stopped by its PID.
@@ -7,6 +7,17 @@ Generated configs live in a temporary directory given by the caller.
 The backend is a separate nginx instance with 1 worker that serves `GET /100` and `GET /10k` as static
 files from the page cache with cached descriptors: no logging, unlimited keep-alive, so it costs a few
 microseconds per request and is the same for every proxy.
+
+The proxies: nginx, HAProxy, and fastproxy in three variants that differ only by the one route's filters,
+so that what a filter costs is measured against plain fastproxy in the same run:
+
+    fastproxy              no filter on the route
+    fastproxy-addheaders   the route adds one response field (`add_headers`)
+    fastproxy-hook         the route calls a trivial Python request hook (`hooks = { request = ... }`,
+                           with `[server] python_path`); a fastproxy without hooks refuses this config,
+                           and check_fastproxy_config() says so before a run starts
+    fastproxy-baseline     plain fastproxy's config, run from another checkout (`baseline`, e.g. the
+                           commit before a change, built in place): is the change slower?
 """
 
 import http.client
@@ -151,27 +162,31 @@ def stop(proc, timeout=10.0):
 
 
 def get(port, path, timeout=2.0):
+    """GET path: (status, body, headers as an http.client.HTTPMessage)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": "bench.local"})
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, resp.read(), resp.headers
     finally:
         conn.close()
 
 
-def wait_ready(proc, path="/100", timeout=20.0):
-    """Poll until the process answers `path` with 200 and the expected body, or fail with its log."""
+def wait_ready(proc, path="/100", timeout=20.0, header=None):
+    """Poll until the process answers `path` with 200 and the expected body (and, if given, the response
+    field header = (name, value)), or fail with its log."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail(proc.log)}")
         try:
-            status, body = get(proc.port, path)
-            if status == 200 and body == BODIES[path]:
+            status, body, headers = get(proc.port, path)
+            if status == 200 and body == BODIES[path] and (header is None or headers.get(header[0]) == header[1]):
                 return
             last = f"status {status}, {len(body)} body bytes"
+            if header is not None:
+                last += f", {header[0]}: {headers.get(header[0])!r} (expected {header[1]!r})"
         except OSError as e:
             last = repr(e)
         time.sleep(0.05)
@@ -187,18 +202,21 @@ def tail(path, lines=30):
 
 # --- nginx, as backend and as proxy ---------------------------------------------------------------
 
-def _nginx_main(prefix, workers):
+def _nginx_main(prefix, workers, connections=4096):
+    """The main context. Above 4096 connections per worker also worker_rlimit_nofile: a proxied client
+    takes a descriptor, and the pooled backend connections a few more."""
     prefix = Path(prefix)
     for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / "temp" / d).mkdir(parents=True, exist_ok=True)
     # As root nginx would switch its workers to "nobody"; stay root so the temp dirs stay writable.
     user = "user root;\n" if os.geteuid() == 0 else ""
+    nofile = f"worker_rlimit_nofile {connections + 1024};\n" if connections > 4096 else ""
     return f"""{user}daemon off;
 master_process on;
 worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+{nofile}events {{ worker_connections {connections}; }}
 """
 
 
@@ -243,10 +261,10 @@ def start_backend(tmp, logdir, cpus=None):
     return proc
 
 
-def nginx_proxy_config(prefix, port, backend_port, workers):
+def nginx_proxy_config(prefix, port, backend_port, workers, connections=4096):
     # proxy_buffering stays on (nginx's default): with 100 B and 10 KB bodies the response fits the
     # default buffers, so nothing touches disk either way.
-    return _nginx_main(prefix, workers) + f"""http {{
+    return _nginx_main(prefix, workers, connections) + f"""http {{
 {_nginx_http_common(prefix)}    upstream b {{
         server 127.0.0.1:{backend_port};
         keepalive 64;
@@ -289,10 +307,30 @@ backend be
 """
 
 
-def fastproxy_config(port, backend_port, workers):
+# fastproxy-addheaders adds this field to every response; the readiness check looks for it.
+ADD_HEADER = ("X-Frame-Options", "DENY")
+
+# fastproxy-hook's request hook: the cheapest one there is, so its cost is the cost of calling Python.
+HOOK_MODULE = """\
+def noop(request):
+    return None
+"""
+
+
+def fastproxy_config(port, backend_port, workers, variant="fastproxy", hook_dir=None, server_extra="", extra=""):
+    """variant: one of FASTPROXY_VARIANTS; hook_dir: where benchhooks.py is (fastproxy-hook only);
+    server_extra: more [server] lines; extra: more tables at the end (idle.py sets timeouts)."""
+    server, route = server_extra, ""
+    if variant == "fastproxy-addheaders":
+        route = f'add_headers = {{ "{ADD_HEADER[0]}" = "{ADD_HEADER[1]}" }}\n'
+    elif variant == "fastproxy-hook":
+        server += f'python_path = ["{hook_dir}"]\n'
+        route = 'hooks = { request = "benchhooks:noop" }\n'
+    elif variant not in ("fastproxy", "fastproxy-baseline"):
+        raise ValueError(f"unknown fastproxy variant {variant!r}")
     return f"""[server]
 workers = {workers}
-
+{server}
 [[listen]]
 address = "127.0.0.1:{port}"
 
@@ -304,35 +342,85 @@ keepalive = 64
 host = "*"
 path = "/"
 upstream = "b"
-"""
+{route}{extra}"""
 
 
-PROXIES = ("fastproxy", "nginx", "haproxy")
+def write_fastproxy_config(name, d, port, backend_port, workers):
+    """Write d/proxy.toml for variant `name` (and d/hooks/benchhooks.py for the hook); returns the path."""
+    hook_dir = None
+    if name == "fastproxy-hook":
+        hook_dir = d / "hooks"
+        hook_dir.mkdir(exist_ok=True)
+        (hook_dir / "benchhooks.py").write_text(HOOK_MODULE)
+    path = d / "proxy.toml"
+    path.write_text(fastproxy_config(port, backend_port, workers, name, hook_dir))
+    return path
 
 
-def start_proxy(name, tag, tmp, logdir, backend_port, workers, cpus=None):
-    """Write the proxy's config into tmp/NAME-TAG, start it and wait until it proxies both bodies."""
+def fastproxy_root(name, baseline=None):
+    """The checkout a fastproxy variant runs from: this one, or `baseline` for fastproxy-baseline."""
+    if name != "fastproxy-baseline":
+        return REPO
+    if baseline is None:
+        raise RuntimeError("fastproxy-baseline needs --baseline DIR: a checkout of the commit to compare with")
+    root = Path(baseline).resolve()
+    if not list((root / "fastproxy").glob("_core.*.so")):
+        raise RuntimeError(f"fastproxy-baseline: no built fastproxy in {root} (there: python setup.py "
+                           "build_ext --inplace)")
+    return root
+
+
+def fastproxy_argv(root, *args):
+    """`python -m fastproxy ARGS` importing fastproxy from root. Run with cwd=root: `-m` puts the working
+    directory first on sys.path, before PYTHONPATH."""
+    return [sys.executable, "-m", "fastproxy", *args], dict(os.environ, PYTHONPATH=str(root))
+
+
+def check_fastproxy_config(name, tmp, baseline=None):
+    """Run `fastproxy check` on variant `name`'s config; RuntimeError with fastproxy's own words if refused.
+
+    Run before anything is started, so that a variant this fastproxy cannot run (the hook variant before
+    hooks exist) stops the benchmark at once instead of after minutes of the other proxies."""
+    root = fastproxy_root(name, baseline)
+    d = Path(tmp) / f"check-{name}"
+    d.mkdir()
+    path = write_fastproxy_config(name, d, free_port(), free_port(), 1)
+    argv, env = fastproxy_argv(root, "check", "-c", str(path))
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: this fastproxy refuses the config:\n" + (done.stdout + done.stderr).strip()
+                           + f"\n\n{name} cannot run with the fastproxy in {root}; leave it out of --proxies.")
+
+
+FASTPROXY_VARIANTS = ("fastproxy", "fastproxy-addheaders", "fastproxy-hook", "fastproxy-baseline")
+PROXIES = (*FASTPROXY_VARIANTS, "nginx", "haproxy")
+
+
+def start_proxy(name, tag, tmp, logdir, backend_port, workers, cpus=None, baseline=None):
+    """Write the proxy's config into tmp/NAME-TAG, start it and wait until it proxies both bodies.
+    baseline: the checkout fastproxy-baseline runs from."""
     d = Path(tmp) / f"{name}-{tag}"
     d.mkdir()
     port = free_port()
     if name == "nginx":
         (d / "nginx.conf").write_text(nginx_proxy_config(d, port, backend_port, workers))
         argv = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf")]
-        env = None
+        env, cwd = None, REPO
     elif name == "haproxy":
         (d / "haproxy.cfg").write_text(haproxy_config(port, backend_port, workers))
         argv = ["haproxy", "-f", str(d / "haproxy.cfg"), "-db"]
-        env = None
-    elif name == "fastproxy":
-        (d / "proxy.toml").write_text(fastproxy_config(port, backend_port, workers))
-        argv = [sys.executable, "-m", "fastproxy", "serve", "-c", str(d / "proxy.toml")]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env, cwd = None, REPO
+    elif name in FASTPROXY_VARIANTS:
+        cwd = fastproxy_root(name, baseline)
+        path = write_fastproxy_config(name, d, port, backend_port, workers)
+        argv, env = fastproxy_argv(cwd, "serve", "-c", str(path))
     else:
         raise ValueError(f"unknown proxy {name!r}")
-    proc = start(f"{name}-{tag}", argv, port, logdir, cpus, cwd=REPO, env=env)
+    proc = start(f"{name}-{tag}", argv, port, logdir, cpus, cwd=cwd, env=env)
+    header = ADD_HEADER if name == "fastproxy-addheaders" else None
     try:
-        wait_ready(proc)
-        wait_ready(proc, "/10k")
+        wait_ready(proc, header=header)
+        wait_ready(proc, "/10k", header=header)
     except BaseException:
         stop(proc)
         raise

@@ -98,7 +98,8 @@ def main(args):
         backend = servers.start_backend(tmp, outdir, args.pin.get("backend"))
         started.append(backend)
         for name in args.proxies:
-            proc = servers.start_proxy(name, "profile", tmp, outdir, backend.port, 1, args.pin.get("proxy"))
+            proc = servers.start_proxy(name, "profile", tmp, outdir, backend.port, 1, args.pin.get("proxy"),
+                                       args.baseline)
             started.append(proc)
             url = f"http://127.0.0.1:{proc.port}/100"
             wrk.run(url, 1, 50, max(args.warmup, 1), cpus=args.pin.get("wrk"))
@@ -140,21 +141,22 @@ def render(results, seconds):
         for hw in ("cycles", "instructions"):
             v = c.get(hw, "")
             parts.append(f"{hw}/req {float(v) / n:.0f}" if v.replace(".", "").isdigit() else f"{hw} n/a")
-        lines.append(f"  {name:9s} " + ", ".join(parts))
+        lines.append(f"  {name:20s} " + ", ".join(parts))
     lines.append("\nstrace -c -f (system calls per request; throughput under strace is much lower):")
     all_calls = sorted(
         {s for _, (_, calls) in results.values() for s in calls},
         key=lambda s: -max(results[n][1][1].get(s, 0) / max(results[n][1][0].requests, 1) for n in names),
     )
-    lines.append(f"  {'syscall':20s}" + "".join(f"{n:>12s}" for n in names))
+    w = max(12, *(len(n) + 2 for n in names))     # column width: the longest proxy name fits
+    lines.append(f"  {'syscall':20s}" + "".join(f"{n:>{w}s}" for n in names))
     for s in all_calls:
         lines.append(
             f"  {s:20s}"
-            + "".join(f"{results[n][1][1].get(s, 0) / max(results[n][1][0].requests, 1):12.3f}" for n in names)
+            + "".join(f"{results[n][1][1].get(s, 0) / max(results[n][1][0].requests, 1):{w}.3f}" for n in names)
         )
     lines.append(
         f"  {'TOTAL per request':20s}"
-        + "".join(f"{sum(results[n][1][1].values()) / max(results[n][1][0].requests, 1):12.3f}" for n in names)
+        + "".join(f"{sum(results[n][1][1].values()) / max(results[n][1][0].requests, 1):{w}.3f}" for n in names)
     )
-    lines.append(f"  {'requests traced':20s}" + "".join(f"{results[n][1][0].requests:12d}" for n in names))
+    lines.append(f"  {'requests traced':20s}" + "".join(f"{results[n][1][0].requests:{w}d}" for n in names))
     return "\n".join(lines) + "\n"
