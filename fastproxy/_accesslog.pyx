@@ -14,8 +14,9 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from posix cimport unistd
 
-DEF BUFFER_SIZE = 131072
-DEF LINE_MAX = 16384              # a line never exceeds this: fields are bounded, escaping at most 6x
+cdef enum:
+    BUFFER_SIZE = 131072
+    LINE_MAX = 16384            # a line never exceeds this: fields are bounded, escaping at most 6x
 
 cdef const char *HEX = b"0123456789abcdef"
 

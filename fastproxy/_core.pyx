@@ -43,6 +43,7 @@ from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI, OUT
                                   OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK, OUTCOME_RESET,
                                   OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer, hash_bytes)
 from fastproxy._buffers cimport Buffer, BufferPool, buffer_make_room
+from fastproxy._debug cimport DEBUG
 from fastproxy._client cimport (CS_ANSWER, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY, CS_TUNNEL,
                                 Client, format_addr)
 from fastproxy._exchange cimport (F_BAD_RESPONSE, F_CONNECT, F_CONNECT_TIMEOUT, F_LOCAL, F_RESET, F_STALE,
@@ -311,6 +312,14 @@ cdef class Core(Loop):
             "buffers_in_use": self.buffers.in_use,
             "timers_armed": self.timers.armed if self.timers is not None else 0,
         }
+
+    def debug_counts(self):
+        """Debug build only (else None): objects alive, for leak tests."""
+        if not DEBUG:
+            return None
+        from fastproxy._exchange import debug_live_exchanges
+        from fastproxy._loop import debug_live_conns
+        return {"conn_objects": debug_live_conns(), "exchange_objects": debug_live_exchanges()}
 
     # --- the loop's callbacks ---------------------------------------------------------------------
 

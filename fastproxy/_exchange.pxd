@@ -97,6 +97,7 @@ cdef class Exchange:
     cdef object hook_request        # fastproxy.hooks.Request, built once for the Python hooks
     cdef object hook_response       # fastproxy.hooks.ResponseHead
     cdef list body_keep             # filter outputs queued to the client, kept alive until written
+    cdef bint tee_off               # a tee hook failed: it sees nothing more of this response
 
     # --- the access log ---------------------------------------------------------------------------------
     cdef LogRecord log

@@ -3,16 +3,30 @@
 
 from posix.unistd cimport close
 
+from fastproxy._debug cimport DEBUG
 from fastproxy._http cimport BODY_CHUNKED, BODY_LENGTH
+
+
+cdef long long live_exchanges = 0     # debug build: Exchange objects alive
+
+
+def debug_live_exchanges():
+    return live_exchanges
 
 
 cdef class Exchange:
     def __cinit__(self):
+        global live_exchanges
         self.answer_fd = -1
+        if DEBUG:
+            live_exchanges += 1
 
     def __dealloc__(self):
+        global live_exchanges
         if self.answer_fd >= 0:
             close(self.answer_fd)
+        if DEBUG:
+            live_exchanges -= 1
 
     cdef void start(self, Py_ssize_t req_start, Py_ssize_t head_len) noexcept:
         """A request head of head_len bytes at req_start has been parsed into self.req: begin afresh."""
@@ -53,6 +67,7 @@ cdef class Exchange:
         self.hook_request = None
         self.hook_response = None
         self.body_keep = None
+        self.tee_off = 0
         self.log_open = 0
         self.rewind()
 

@@ -6,12 +6,18 @@ Built-ins: RespondFilter (the route answers itself: nginx's `return`), AddHeader
 PythonHooks (the route's `hooks`: Python callables run in the worker, see fastproxy/hooks.py).
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcpy, memmove
 
 from http import HTTPStatus
 
 from fastproxy._balancer cimport STICKY_COOKIE, Balancer
 from fastproxy._http cimport METHOD_HEAD
+
+
+# Every head buffer has at least this much room (limits.max_head_size is at least 1 KB, plus the slack).
+cdef Py_ssize_t HEAD_ROOM = 4096
 
 
 cdef inline unsigned char lower(unsigned char c) noexcept nogil:
@@ -155,7 +161,7 @@ cdef class RespondFilter(Filter):
     cdef int on_request(self, Exchange ex, Client c) except -2:
         cdef Py_ssize_t n = len(self.head)
         memcpy(c.head, <const char *>self.head, n)
-        ex.answer_head_len = n
+        ex.answer_head_len = head_end_answer(ex, c.head, n, HEAD_ROOM)
         ex.status = self.status
         if ex.req.method != METHOD_HEAD:
             ex.answer_owner = self.body
@@ -216,6 +222,128 @@ def built_in_filters(route, Balancer balancer, int group):
     return out
 
 
-def python_hooks_filter(config, route):
-    """The route's Python hooks as one filter, or None when it has none."""
-    return None
+# --- Python hooks -----------------------------------------------------------------------------------
+
+cdef inline str latin1(const char *p, Py_ssize_t n):
+    return PyUnicode_DecodeLatin1(p, n, NULL)
+
+
+cdef class PythonHooks(Filter):
+    """A route's `hooks`: Python callables run in the worker (the API is fastproxy/hooks.py). Only routes
+    that have them pay for the Python objects (Request, ResponseHead, body pieces as bytes)."""
+    cdef object request_fn
+    cdef object response_fn
+    cdef object body_fn
+    cdef object tee_fn
+    cdef object api                 # the fastproxy.hooks module
+
+    def __init__(self, route_hooks):
+        from fastproxy import hooks
+        self.api = hooks
+        self.request_fn = route_hooks.request
+        self.response_fn = route_hooks.response
+        self.body_fn = route_hooks.body
+        self.tee_fn = route_hooks.tee
+        self.flags = FILTER_REQUEST              # every hook gets the Request
+        if self.request_fn is not None:
+            self.flags |= FILTER_BACKEND_HEAD    # its edits go into the head sent to the backend
+        if self.response_fn is not None or self.body_fn is not None or self.tee_fn is not None:
+            self.flags |= FILTER_RESPONSE
+        if self.body_fn is not None:
+            self.flags |= FILTER_BODY | FILTER_TRANSFORM
+        if self.tee_fn is not None:
+            self.flags |= FILTER_BODY
+
+    cdef object make_request(self, Exchange ex, Client c):
+        cdef const char *base = c.rb.data + ex.req_start
+        cdef int i
+        headers = [(latin1(base + ex.req.headers[i].name.off, ex.req.headers[i].name.len),
+                    latin1(base + ex.req.headers[i].value.off, ex.req.headers[i].value.len))
+                   for i in range(ex.req.n_headers)]
+        return self.api.Request(latin1(base + ex.req.method_span.off, ex.req.method_span.len),
+                                latin1(base + ex.req.target.off, ex.req.target.len),
+                                latin1(c.addr, c.addr_len), "1.1" if ex.req.version_minor == 1 else "1.0",
+                                headers)
+
+    cdef int on_request(self, Exchange ex, Client c) except -2:
+        cdef bytes head
+        ex.hook_request = self.make_request(ex, c)
+        if self.request_fn is None:
+            return FILTER_GO_ON
+        answer = self.api.call_request(self.request_fn, ex.hook_request)
+        if answer is None:
+            return FILTER_GO_ON
+        if answer is self.api.INTERNAL_ERROR:
+            return FILTER_FAILED            # logged by call_request; the core answers 500 and closes
+        try:
+            head = answer.head(ex.keep_alive, ex.req.version_minor)
+            source = answer.body_source() if ex.req.method != METHOD_HEAD else b""
+        finally:
+            answer.close()
+        if len(head) > HEAD_ROOM:
+            return FILTER_FAILED
+        memcpy(c.head, <const char *>head, len(head))
+        ex.answer_head_len = len(head)
+        ex.status = answer.status
+        if type(source) is bytes:
+            ex.answer_owner = source
+            ex.answer_body = <const char *>(<bytes>source)
+            ex.answer_len = len(<bytes>source)
+        else:
+            ex.answer_fd, ex.answer_file_left = source
+        return FILTER_ANSWERED
+
+    cdef Py_ssize_t on_backend_head(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                    Py_ssize_t cap) except -2:
+        cdef bytes new
+        req = ex.hook_request
+        if req is None or not req.edited:
+            return n
+        new = req.apply(PyBytes_FromStringAndSize(head, n))
+        if len(new) > cap:
+            return FILTER_FAILED
+        memcpy(head, <const char *>new, len(new))
+        return len(new)
+
+    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap) except -2:
+        cdef bytes new
+        lines = PyBytes_FromStringAndSize(head, n - 4).decode("latin-1").split("\r\n")[1:]
+        resp = self.api.ResponseHead(ex.status, [tuple(part.strip(" \t") for part in line.split(":", 1))
+                                                 for line in lines])
+        ex.hook_response = resp
+        if self.response_fn is None:
+            return n
+        if not self.api.call_response(self.response_fn, ex.hook_request, resp):
+            return FILTER_FAILED
+        if not resp.edited:
+            return n
+        new = resp.apply(PyBytes_FromStringAndSize(head, n))
+        if len(new) > cap:
+            return FILTER_FAILED
+        memcpy(head, <const char *>new, len(new))
+        return len(new)
+
+    cdef int on_body(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end) except -2:
+        chunk = PyBytes_FromStringAndSize(data[0], n[0])
+        if self.body_fn is not None:
+            out = self.api.call_body(self.body_fn, ex.hook_request, ex.hook_response, chunk, end)
+            if out is None:
+                return FILTER_FAILED
+            if ex.body_keep is None:
+                ex.body_keep = []
+            ex.body_keep.append(out)
+            data[0] = <const char *>(<bytes>out)
+            n[0] = len(<bytes>out)
+            chunk = out
+        if self.tee_fn is not None and not ex.tee_off:
+            if not self.api.call_tee(self.tee_fn, ex.hook_request, ex.hook_response, chunk, end):
+                ex.tee_off = 1
+        return FILTER_GO_ON
+
+
+def python_hooks_filter(route_hooks):
+    """A route's RouteHooks (fastproxy.hooks) as one filter, or None when it has none."""
+    if route_hooks is None:
+        return None
+    return PythonHooks(route_hooks)

@@ -14,6 +14,7 @@ from fastproxy._timers cimport TimerNode, TimerWheel
 from fastproxy._transport cimport tp_note_events
 
 from fastproxy._clock cimport monotonic
+from fastproxy._debug cimport DEBUG
 
 cdef enum:
     TAG_WAKEUP = 2              # epoll data: odd = listener ((index << 1) | 1), 2 = signal pipe, else a Conn
@@ -22,8 +23,23 @@ cdef enum:
 cdef double ACCEPT_BACKOFF = 0.1   # out of descriptors: try accepting again after this
 
 
+cdef long long live_conn_objects = 0      # debug build: Client and BackendConn objects alive
+
+
+def debug_live_conns():
+    return live_conn_objects
+
+
 cdef class Conn:
-    pass
+    def __cinit__(self):
+        global live_conn_objects
+        if DEBUG:
+            live_conn_objects += 1
+
+    def __dealloc__(self):
+        global live_conn_objects
+        if DEBUG:
+            live_conn_objects -= 1
 
 
 cdef class Loop:
