@@ -234,6 +234,7 @@ class FileBody:
     __slots__ = ("fd", "size", "path")
 
     def __init__(self, path):
+        self.fd = -1
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
