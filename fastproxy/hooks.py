@@ -505,6 +505,7 @@ class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
 
 _roots = ()         # the python_path directories of the last load, absolute
 _added_paths = []   # what the last load put on sys.path
+_imported = set()   # names of the modules that loading hooks brought into sys.modules (inherited by fork)
 
 
 def _under(path, roots):
@@ -521,8 +522,13 @@ def _path_hook(path):
 
 
 def prepare(python_path):
-    """Put the directories first on sys.path (replacing the previous load's) and forget every module
-    imported from under them, so the next import reads the files as they are now."""
+    """Put the directories first on sys.path (replacing the previous load's) and forget the modules that
+    loading hooks imported from under them, so the next import reads the files as they are now.
+
+    Only those: fastproxy's own modules, and anything the process imported by itself, stay (a python_path
+    that happens to contain fastproxy must not give the hooks a second fastproxy.hooks whose Response the
+    core would not recognise); modules installed elsewhere stay too (C extensions cannot be imported twice).
+    """
     global _roots
     roots = tuple(os.path.abspath(p) for p in python_path)
     for p in _added_paths:
@@ -536,11 +542,16 @@ def prepare(python_path):
     _roots = roots
     for key in [k for k in sys.path_importer_cache if _under(k, stale)]:
         del sys.path_importer_cache[key]
-    for name, module in list(sys.modules.items()):
+    for name in list(_imported):
+        module = sys.modules.get(name)
+        if module is None:
+            _imported.discard(name)
+            continue
         file = getattr(module, "__file__", None)
         paths = list(getattr(module, "__path__", None) or ())
         if (file and _under(file, stale)) or any(_under(p, stale) for p in paths):
             del sys.modules[name]
+            _imported.discard(name)
     importlib.invalidate_caches()
 
 
@@ -589,6 +600,7 @@ def load_routes(python_path, routes):
     if not any(routes):
         return tuple(None for _ in routes), []
     prepare(python_path)
+    before = set(sys.modules)
     out, problems = [], []
     for i, hooks in enumerate(routes):
         if hooks is None:
@@ -604,6 +616,7 @@ def load_routes(python_path, routes):
             except ValueError as e:
                 problems.append((i, kind, str(e)))
         out.append(RouteHooks(**found))
+    _imported.update(n for n in set(sys.modules) - before if n != "fastproxy" and not n.startswith("fastproxy."))
     return tuple(out), problems
 
 

@@ -614,3 +614,17 @@ def test_hooks_in_packages_are_fresh_too(hookdir):
     (pkg / "auth.py").write_text((pkg / "auth.py").read_text().replace("= 1", "= 2"))
     assert hooks.load(cfg)[0].request.version == 2
     assert not (pkg / "__pycache__").exists()
+
+
+def test_a_python_path_holding_fastproxy_itself_keeps_one_fastproxy(hookdir):
+    """python_path = the directory fastproxy is in: the hooks must get the same fastproxy.hooks as the core,
+    or isinstance(answer, Response) would fail in call_request."""
+    import fastproxy
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastproxy.__file__)))
+    (hookdir / "hooks" / "answers.py").write_text(
+        "from fastproxy.hooks import Response\nimport fastproxy.demo\ndef check(request): return Response(204)\n")
+    cfg = config.load(write_config(hookdir, '{ request = "answers:check" }', python_path=f'["hooks", "{root}"]'))
+    for _ in range(2):
+        fn = hooks.load(cfg)[0].request
+        assert sys.modules["fastproxy.hooks"] is hooks and sys.modules["fastproxy"] is fastproxy
+        assert hooks.call_request(fn, request()).status == 204
