@@ -343,3 +343,22 @@ def test_a_reload_whose_hook_no_longer_imports_is_refused(tmp_path, backends, se
     assert set(p.workers()) == workers
     with Client(p.port) as c:
         assert c.get("/", host="other.test").status == 200
+
+
+def test_a_respawned_worker_whose_hook_no_longer_imports_exits_with_a_config_error(tmp_path, backends, served):
+    """A worker imports the hooks again when it starts: if the file broke since the master validated it,
+    that worker exits with a config error (named in the log), and the next respawn after a fix serves."""
+    (b,) = backends(1)
+    workdir = tmp_path / "proxy"
+    (workdir / "hooks").mkdir(parents=True)
+    (workdir / "hooks" / "stamps.py").write_text(STAMP_V1)
+    p = served(reload_config(workdir, b))
+    (worker,) = p.workers()
+    (workdir / "hooks" / "stamps.py").write_text("def stamp(request, response):\n    return (\n")
+    os.kill(worker, signal.SIGKILL)
+    p.wait_log(r"cannot load a hook: .*proxy\.toml: \[routes\[1\]\] hooks\.response: cannot import stamps: "
+               r"SyntaxError")
+    p.wait_log(r"worker 0 \(pid \d+, gen 1\) died: exit code 3 \(config error\)")
+    (workdir / "hooks" / "stamps.py").write_text(STAMP_V1)
+    with Client(p.port) as c:                   # queued on the slot's socket until a worker takes it
+        assert c.get("/", host="other.test").status == 200
