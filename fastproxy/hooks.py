@@ -193,14 +193,21 @@ class Request(_Fields):
     (the X-Forwarded-* fields the proxy adds for the backend are not among them, but setting or removing
     one of those replaces or removes the proxy's line too: apply() works on the head the proxy wrote)."""
 
-    __slots__ = ("method", "target", "client_ip", "version")
+    __slots__ = ("_method", "_target", "_client_ip", "_version")
 
     def __init__(self, method, target, client_ip, version, headers):
-        self.method = method            # "GET"
-        self.target = target            # "/api/items?page=2" as received (or absolute-form)
-        self.client_ip = client_ip      # "203.0.113.7"
-        self.version = version          # "1.1" or "1.0"
+        self._method = method
+        self._target = target
+        self._client_ip = client_ip
+        self._version = version
         self._init_fields(headers)
+
+    # read-only: the request line goes to the backend as received (only fields can be edited), so an
+    # assignment that would silently change nothing raises instead
+    method = property(lambda self: self._method, doc='"GET", "POST", ...')
+    target = property(lambda self: self._target, doc='"/api/items?page=2" as received (or absolute-form)')
+    client_ip = property(lambda self: self._client_ip, doc='"203.0.113.7" or "2001:db8::7"')
+    version = property(lambda self: self._version, doc='"1.1" or "1.0"')
 
     @property
     def path(self):
@@ -221,11 +228,14 @@ class ResponseHead(_Fields):
     """The backend's response head, as a response hook sees it (after the proxy's own rewriting). Built by
     the core as ResponseHead(status, headers). The status line is kept as it is."""
 
-    __slots__ = ("status",)
+    __slots__ = ("_status",)
 
     def __init__(self, status, headers):
-        self.status = status
+        self._status = status
         self._init_fields(headers)
+
+    status = property(lambda self: self._status, doc="The backend's status code (read-only: the status line is "
+                      "sent as received).")
 
     def __repr__(self):
         return f"<ResponseHead {self.status}>"
@@ -272,7 +282,7 @@ class Response:
     hook: a missing file raises, which is a failed hook (500).
     """
 
-    __slots__ = ("status", "headers", "body", "file")
+    __slots__ = ("_status", "_headers", "_body", "file")
 
     def __init__(self, status, headers=None, body=b"", file=None):
         if isinstance(status, bool) or not isinstance(status, int):
@@ -301,10 +311,15 @@ class Response:
             raise ValueError("give body or file, not both")
         if status in (204, 304) and (body or file is not None):
             raise ValueError(f"a {status} response has no body (RFC 9110 15.3.5, 15.4.5)")
-        self.status = status
-        self.headers = fields
-        self.body = body
+        # checked once, here: read-only afterwards, so nothing unchecked can reach head()
+        self._status = status
+        self._headers = tuple(fields)
+        self._body = body
         self.file = FileBody(os.fspath(file)) if file is not None else None
+
+    status = property(lambda self: self._status, doc="The status code (read-only).")
+    headers = property(lambda self: self._headers, doc="The fields as a tuple of (name, value) (read-only).")
+    body = property(lambda self: self._body, doc="The body as bytes; b\"\" for a file (read-only).")
 
     def body_length(self):
         return self.file.size if self.file is not None else len(self.body)

@@ -36,6 +36,10 @@ def test_request_attributes_and_case_insensitive_fields():
     assert r.header("missing") is None
     assert r.headers == [("Host", "app.test"), ("Accept", "*/*"), ("X-Tag", "one"), ("x-tag", "two")]
     assert not r.edited
+    with pytest.raises(AttributeError):
+        r.target = "/elsewhere"         # the request line is sent as received: no silent no-op
+    with pytest.raises(AttributeError):
+        ResponseHead(200, []).status = 404
     r.state["seen"] = 1
     assert r.state == {"seen": 1}
 
@@ -179,8 +183,8 @@ def test_response_body_as_text_gets_utf8_and_a_content_type():
     assert r.head(True, 1) == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
                                b"Content-Length: 4\r\n\r\n")
     r = Response(200, [("content-type", "text/html")], body="<p>")
-    assert r.headers == [("content-type", "text/html")]
-    assert Response(200, body=b"x").headers == []      # bytes: no Content-Type unless given
+    assert r.headers == (("content-type", "text/html"),)
+    assert Response(200, body=b"x").headers == ()      # bytes: no Content-Type unless given
 
 
 def test_response_no_body_statuses_and_unknown_reasons():
@@ -239,6 +243,16 @@ def test_response_file_refusals(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(ValueError, match="not both"):
         Response(200, body=b"y", file=tmp_path / "f")
+
+
+def test_a_response_cannot_be_changed_after_its_checks():
+    r = Response(200, {"X-A": "1"}, body=b"x")
+    for attr, value in (("status", 101), ("headers", [("X-B", "1\r\nX-C: 2")]), ("body", b"longer")):
+        with pytest.raises(AttributeError):
+            setattr(r, attr, value)
+    with pytest.raises(AttributeError):
+        r.headers.append(("Content-Length", "5"))
+    assert r.head(True, 1) == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 1\r\n\r\n"
 
 
 def test_internal_error_is_the_cores_own_500():
