@@ -424,8 +424,9 @@ def _where(req):
 
 
 def _failed(fn, kind, req, outcome, detail=None):
-    if detail is None:
-        detail = traceback.format_exc()
+    if detail is None:      # the traceback from the hook's own frame down (call_*'s frame is noise)
+        etype, e, tb = sys.exc_info()
+        detail = "".join(traceback.format_exception(etype, e, tb.tb_next if tb is not None else None))
     failures.report(fn, f"{kind} hook {hook_name(fn)} failed on {_where(req)} ({outcome})", detail)
 
 

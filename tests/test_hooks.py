@@ -302,6 +302,7 @@ def test_call_request_outcomes(logged):
     assert line.startswith(f"request hook {__name__}:check_raise failed on GET /api/x?y=1 (500 sent):\n"
                            "Traceback (most recent call last):")
     assert "KeyError: 'boom'" in line
+    assert "in check_raise" in line and "in call_request" not in line     # from the hook's frame down
 
 
 @pytest.mark.parametrize("returned", [True, "ok", 403, {"status": 403}, ResponseHead(200, [])])
