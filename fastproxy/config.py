@@ -11,6 +11,8 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.server.worker_heartbeat_timeout  float seconds without a heartbeat before a worker is killed as hung
     Config.server.ready_timeout      float seconds a reload's new workers get to report ready (else abandoned)
     Config.server.upgrade_timeout    float seconds `fastproxy upgrade` waits for the new master's workers
+    Config.server.python_path        tuple[str, ...] absolute directories searched first for hook modules
+                                     (relative entries of the file are resolved against its directory)
     Config.log.error_log             str | None: file for master and worker events; None = stderr
     Config.log.access_log            str | None: file for one line per request; None = off
     Config.log.access_format         str: "combined" or "json"
@@ -39,9 +41,12 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
             queue_size   int requests waiting for a server at max_conns, per worker; queue_timeout float s (503)
         Server(address, host, port, weight, family, max_conns (0 = unlimited, global across workers),
                slow_start (seconds, 0 = off), backup)   host is a numeric IP after loading
-    Config.routes                    tuple[Route, ...]; Route(host, path, upstream, respond, add_headers)
+    Config.routes                    tuple[Route, ...]; Route(host, path, upstream, respond, add_headers, hooks)
                                      upstream: str | None; respond: Respond(status, body, content_type) |
                                      None (exactly one of the two); add_headers: ((name, value), ...)
+                                     hooks: Hooks(request, response, body, tee) | None, each "module:name"
+                                     or None; only on upstream routes. Loading validates that each one
+                                     imports (fastproxy/hooks.py); hooks.load(config) gives the callables.
                                      host is lowercase: "*", "exact.name" or "*.suffix" (suffix keeps its dot)
 
     family is socket.AF_INET or socket.AF_INET6; address is the text as written in the file.
@@ -58,6 +63,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fastproxy import hooks as hooks_mod
 from fastproxy.errors import ConfigError, ConfigErrors
 
 # Balancing algorithms (fastproxy/_balancer.pyx implements each).
@@ -135,6 +141,12 @@ def workers(v):
         return integer(1)(v)
     except ValueError:
         raise ValueError('must be "auto" or an integer >= 1') from None
+
+
+def path_list(v):
+    if not isinstance(v, list) or not all(isinstance(p, str) and p and "\0" not in p for p in v):
+        raise ValueError('must be an array of directory paths, e.g. ["hooks"]')
+    return tuple(v)
 
 
 def optional_path(v):
@@ -269,6 +281,8 @@ class ServerTable(Table):
                                "serving.", duration())
     upgrade_timeout: float = opt("30s", "How long `fastproxy upgrade` waits for the new master's workers to "
                                  "report ready before it rolls back to the old master.", duration())
+    python_path: tuple = opt([], "Directories searched first for hook modules ([[routes]] hooks), relative "
+                             "to the config file's directory.", path_list)
 
 
 def log_path(v):
@@ -520,6 +534,19 @@ class Respond(Table):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Hooks(Table):
+    """hooks: Python callables run in the worker for this route, each "module:name" (see "Writing a hook")."""
+    request: str | None = opt(None, "Called with the request; returns None (go on) or a Response (answer).",
+                              hooks_mod.check_ref)
+    response: str | None = opt(None, "Called with (request, response) before the response head is sent; "
+                               "may edit its fields.", hooks_mod.check_ref)
+    body: str | None = opt(None, "Called with (request, response, chunk, end) for each piece of the response "
+                           "body; returns the bytes to send instead.", hooks_mod.check_ref)
+    tee: str | None = opt(None, "Called like body with exactly the body bytes the client gets; its return "
+                          "value is ignored.", hooks_mod.check_ref)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route(Table):
     """[[routes]]: A request goes to the upstream of the route that matches its host most exactly (an exact
     name, then the longest *.suffix, then "*"), and among those the longest path prefix."""
@@ -532,6 +559,8 @@ class Route(Table):
                                   "instead of an upstream; none by default.", present=False)
     add_headers: tuple = opt({}, 'Fields added to every response of the route, e.g. { "X-Frame-Options" = '
                              '"DENY" } (nginx\'s add_header).', header_table)
+    hooks: Hooks | None = sub(Hooks, "Python hooks { request, response, body, tee }, each \"module:name\"; "
+                              "none by default. Only on routes with an upstream.", present=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -722,11 +751,32 @@ class _Loader:
         sections = {name: self.section(name, data.get(name, {} if SECTIONS[name][1] != "array" else []))
                     for name in SECTIONS}
         self.cross_check(data, sections)
+        if sections["server"] is not None:
+            sections["server"] = self.resolve_python_path(sections["server"])
+            self.check_hooks(sections["server"], sections["routes"])
         if self.errors:
             raise ConfigErrors(self.errors)
         return Config(path=self.path, server=sections["server"], limits=sections["limits"],
                       timeouts=sections["timeouts"], listens=sections["listen"], upstreams=sections["upstreams"],
                       routes=sections["routes"], log=sections["log"])
+
+    def resolve_python_path(self, server):
+        """python_path entries relative to the config file's directory; each must be a directory."""
+        base = os.path.dirname(os.path.abspath(self.path))
+        resolved = tuple(os.path.normpath(os.path.join(base, p)) for p in server.python_path)
+        for p in resolved:
+            if not os.path.isdir(p):
+                self.fail(("server",), ("python_path",), f"no directory {p}")
+        return dataclasses.replace(server, python_path=resolved)
+
+    def check_hooks(self, server, routes):
+        """Import every hook now, so that `fastproxy check` and a reload name the one that does not load."""
+        refs = [r.hooks if r is not None else None for r in routes]
+        if not any(refs) or any(e.key == "python_path" for e in self.errors):
+            return
+        _, problems = hooks_mod.load_routes(server.python_path, refs)
+        for i, kind, message in problems:
+            self.fail(("routes", i), ("hooks", kind), message)
 
     def cross_check(self, data, s):
         """Checks across tables. Only run on what loaded cleanly, so one mistake is not reported twice."""
@@ -748,6 +798,9 @@ class _Loader:
                 continue
             if (route.upstream is None) == (route.respond is None):
                 self.fail(("routes", i), ("upstream",), "set exactly one of upstream and respond")
+            elif route.hooks is not None and route.respond is not None:
+                # hooks see a backend's response; a respond route has none (a request hook can answer)
+                self.fail(("routes", i), ("hooks",), "hooks run on routes with an upstream, not with respond")
             # an upstream that is in the file but has errors of its own is not reported again here
             elif route.upstream is not None and (not isinstance(data.get("upstreams"), dict)
                                                  or route.upstream not in data["upstreams"]):

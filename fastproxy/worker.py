@@ -3,6 +3,7 @@
 Fork hygiene lives here: the master's signal handlers and wakeup fd are replaced, every master fd that is
 not this worker's (sibling slots' listeners, old listeners, the master's pipes) is closed, and the epoll fd
 is created by the core only now, after fork.
+Hook modules ([[routes]] hooks) are imported afresh here, before the core is built (fastproxy/hooks.py).
 Once the core is built (with its access log; its event loop beats in its row of the shared table), the
 worker writes one byte on its ready pipe: the master retires old workers (reload, upgrade) only after it.
 Signals: TERM/INT fast stop, QUIT graceful stop (drain), USR1 reopen the logs; the master's own signals
@@ -19,7 +20,7 @@ import traceback
 
 from setproctitle import setproctitle
 
-from fastproxy import errors
+from fastproxy import errors, hooks
 from fastproxy import log as logs
 from fastproxy.log import log, set_role
 
@@ -55,6 +56,7 @@ class Worker:
         self.ready_fd = ready_fd        # a byte is written here once the core is built
         self.unblock = unblock          # signals the master blocked across fork, unblocked once handled here
         self.core = None
+        self.hooks = ()                 # per route of config.routes: hooks.RouteHooks or None
         self.stop_asked = None          # a stop that came before the core existed
         self.access_fd = -1
 
@@ -86,6 +88,14 @@ class Worker:
         wakeup_fd = make_wakeup_pipe()
         self.install_signals()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, self.unblock)   # a pending TERM is handled now
+        try:
+            # imported again here, after fork, from the files as they are now (the master imported them only
+            # to validate the config): a reload's new workers run the edited modules
+            self.hooks = hooks.load(self.config)
+        except errors.ConfigErrors as e:
+            for err in e.errors:
+                log(f"cannot load a hook: {err}")
+            return errors.EXIT_CONFIG
         try:
             from fastproxy._core import Core
         except ImportError:
