@@ -51,7 +51,7 @@ from fastproxy._exchange cimport (F_BAD_RESPONSE, F_CONNECT, F_CONNECT_TIMEOUT, 
                                   RS_BODY, RS_DONE, RS_WAIT_HEAD, TRIED_MAX, Exchange)
 from fastproxy._filters cimport (FILTER_ANSWERED, FILTER_BACKEND_HEAD, FILTER_BODY, FILTER_REQUEST,
                                  FILTER_RESPONSE, FILTER_TRANSFORM, FilterChain, head_add_fields,
-                                 head_end_answer, head_remove_field)
+                                 head_remove_field)
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE, METHOD_GET,
                               METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE, ForwardInfo, HeaderField,
                               Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head,
@@ -197,7 +197,9 @@ cdef class Core(Loop):
     cdef tuple last_stats
     cdef AccessLog alog           # None when the access log is off
 
-    def __init__(self, config, listen_fds, int worker_id=0, Balancer balancer=None):
+    def __init__(self, config, listen_fds, int worker_id=0, Balancer balancer=None, hooks=None):
+        """hooks: per route of config.routes, its fastproxy.hooks.RouteHooks (or None); loaded here when
+        not given (the worker loads them after fork and passes them)."""
         cdef int i
         self.worker_id = worker_id
         self.balancer = balancer if balancer is not None else Balancer(config, _shm.table_for(config),
@@ -233,7 +235,10 @@ cdef class Core(Loop):
         self.server_header_len = len(self.server_header)
         self.add_forwarded = bool(config.server.forwarded)
         self._load_upstreams(config)
-        self.routes = RouteTable(config, self.group_index, self._filter_chains(config))
+        if hooks is None:
+            from fastproxy import hooks as hook_api
+            hooks = hook_api.load(config)
+        self.routes = RouteTable(config, self.group_index, self._filter_chains(config, hooks))
         stats_dir = os.environ.get("FASTPROXY_STATS_DIR")
         self.stats_path = os.path.join(stats_dir, "%d.stats" % os.getpid()) if stats_dir else None
 
@@ -263,13 +268,13 @@ cdef class Core(Loop):
                 self.servers[index].group = gi
                 index += 1
 
-    def _filter_chains(self, config):
+    def _filter_chains(self, config, route_hooks):
         """Per route: its FilterChain (built-in filters, then the Python hooks), or None without filters."""
         chains = []
-        for r in config.routes:
+        for r, rh in zip(config.routes, route_hooks):
             group = self.group_index[r.upstream] if r.upstream is not None else -1
             filters = built_in_filters(r, self.balancer, group)
-            hooks = python_hooks_filter(config, r)
+            hooks = python_hooks_filter(rh)
             if hooks is not None:
                 filters.append(hooks)
             chains.append(FilterChain(filters) if filters else None)
@@ -560,10 +565,10 @@ cdef class Core(Loop):
     # --- answers of the proxy's own -------------------------------------------------------------------
 
     cdef void answer_local(self, Client c, Exchange ex):
-        """A filter answered: its head is in c.head, its body in ex.answer_*. Keep-alive goes on unless a
-        request body would have to be read first."""
-        cdef Py_ssize_t n = head_end_answer(ex, c.head, ex.answer_head_len, self.head_cap)
-        if n < 0:
+        """A filter answered: its whole head is in c.head, its body in ex.answer_*. Keep-alive goes on
+        (ex.keep_alive) unless a request body would have to be read first."""
+        cdef Py_ssize_t n = ex.answer_head_len
+        if n <= 0:
             self.answer_error(c, 500)
             return
         self.disarm(c)

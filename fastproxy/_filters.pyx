@@ -254,6 +254,43 @@ cdef class PythonHooks(Filter):
         if self.tee_fn is not None:
             self.flags |= FILTER_BODY
 
+    # The seams: a failure of our own glue (not of the hook: call_* catch those) must not reach the loop.
+
+    cdef int on_request(self, Exchange ex, Client c) except -2:
+        try:
+            return self.on_request_hooks(ex, c)
+        except Exception:
+            self.glue_failed("request")
+            return FILTER_FAILED
+
+    cdef Py_ssize_t on_backend_head(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                    Py_ssize_t cap) except -2:
+        try:
+            return self.on_backend_head_hooks(ex, c, head, n, cap)
+        except Exception:
+            self.glue_failed("request head")
+            return FILTER_FAILED
+
+    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap) except -2:
+        try:
+            return self.on_response_hooks(ex, c, head, n, cap)
+        except Exception:
+            self.glue_failed("response head")
+            return FILTER_FAILED
+
+    cdef int on_body(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end) except -2:
+        try:
+            return self.on_body_hooks(ex, c, data, n, end)
+        except Exception:
+            self.glue_failed("body")
+            return FILTER_FAILED
+
+    cdef void glue_failed(self, str where):
+        import traceback
+        from fastproxy.log import log
+        log("python hooks: %s handling failed:\n%s" % (where, traceback.format_exc().rstrip()))
+
     cdef object make_request(self, Exchange ex, Client c):
         cdef const char *base = c.rb.data + ex.req_start
         cdef int i
@@ -265,7 +302,7 @@ cdef class PythonHooks(Filter):
                                 latin1(c.addr, c.addr_len), "1.1" if ex.req.version_minor == 1 else "1.0",
                                 headers)
 
-    cdef int on_request(self, Exchange ex, Client c) except -2:
+    cdef int on_request_hooks(self, Exchange ex, Client c):
         cdef bytes head
         ex.hook_request = self.make_request(ex, c)
         if self.request_fn is None:
@@ -273,8 +310,8 @@ cdef class PythonHooks(Filter):
         answer = self.api.call_request(self.request_fn, ex.hook_request)
         if answer is None:
             return FILTER_GO_ON
-        if answer is self.api.INTERNAL_ERROR:
-            return FILTER_FAILED            # logged by call_request; the core answers 500 and closes
+        # A failed hook answers INTERNAL_ERROR (logged by call_request) like any answer: the request
+        # itself was fine, so the connection may stay open.
         try:
             head = answer.head(ex.keep_alive, ex.req.version_minor)
             source = answer.body_source() if ex.req.method != METHOD_HEAD else b""
@@ -293,8 +330,8 @@ cdef class PythonHooks(Filter):
             ex.answer_fd, ex.answer_file_left = source
         return FILTER_ANSWERED
 
-    cdef Py_ssize_t on_backend_head(self, Exchange ex, Client c, char *head, Py_ssize_t n,
-                                    Py_ssize_t cap) except -2:
+    cdef Py_ssize_t on_backend_head_hooks(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                    Py_ssize_t cap):
         cdef bytes new
         req = ex.hook_request
         if req is None or not req.edited:
@@ -305,8 +342,8 @@ cdef class PythonHooks(Filter):
         memcpy(head, <const char *>new, len(new))
         return len(new)
 
-    cdef Py_ssize_t on_response(self, Exchange ex, Client c, char *head, Py_ssize_t n,
-                                Py_ssize_t cap) except -2:
+    cdef Py_ssize_t on_response_hooks(self, Exchange ex, Client c, char *head, Py_ssize_t n,
+                                Py_ssize_t cap):
         cdef bytes new
         lines = PyBytes_FromStringAndSize(head, n - 4).decode("latin-1").split("\r\n")[1:]
         resp = self.api.ResponseHead(ex.status, [tuple(part.strip(" \t") for part in line.split(":", 1))
@@ -324,7 +361,7 @@ cdef class PythonHooks(Filter):
         memcpy(head, <const char *>new, len(new))
         return len(new)
 
-    cdef int on_body(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end) except -2:
+    cdef int on_body_hooks(self, Exchange ex, Client c, const char **data, Py_ssize_t *n, bint end):
         chunk = PyBytes_FromStringAndSize(data[0], n[0])
         if self.body_fn is not None:
             out = self.api.call_body(self.body_fn, ex.hook_request, ex.hook_response, chunk, end)

@@ -102,7 +102,7 @@ class Worker:
             log("cannot load the core (fastproxy._core):\n" + traceback.format_exc().rstrip())
             return errors.EXIT_BOOT
         try:
-            self.core = Core(self.config, self.listen_fds, self.slot)
+            self.core = Core(self.config, self.listen_fds, self.slot, hooks=self.hooks)
         except Exception:
             log("the core refused the config:\n" + traceback.format_exc().rstrip())
             return errors.EXIT_CONFIG

@@ -103,7 +103,13 @@ upstream = "app"
 hooks = { body = "e2e_hooks:upper", tee = "e2e_hooks:record" }
 """
 
-BLOCK = bytes(range(256)) * 1024        # what the backend's /bytes/N and /chunked-bytes/N send
+BLOCK = bytes(range(256)) * 1024        # what the backend's /bytes/N and /chunked-bytes/N send, in turn
+
+
+def streamed(n):
+    """The N bytes the backend's /bytes/N sends: BLOCK again and again (helpers/backend.py stream())."""
+    whole, rest = divmod(n, len(BLOCK))
+    return BLOCK * whole + BLOCK[:rest]
 
 
 @pytest.fixture
@@ -185,7 +191,8 @@ def test_a_failing_request_hook_gives_500_and_the_worker_lives_on(hooked):
                    message="the traceback in the error log")
     log = p.log()
     assert "request hook e2e_hooks:on_request failed on GET /raise (500 sent):\nTraceback" in log
-    assert "a request hook returns None or fastproxy.hooks.Response, not str" in log
+    # the /wrong failure came within the same 10 s: counted, not logged (tests/test_hooks.py checks its text)
+    assert "not str" not in log
     assert len(b.all_requests()) == 1
 
 
@@ -221,8 +228,8 @@ def test_a_failing_response_hook_gives_500(hooked):
 # --- body hooks ------------------------------------------------------------------------------------------
 
 FRAMINGS = [
-    ("/bytes/300000", BLOCK[:300000].upper()),                         # Content-Length
-    ("/chunked-bytes/300000", BLOCK[:300000].upper()),                 # chunked
+    ("/bytes/300000", streamed(300000).upper()),                       # Content-Length
+    ("/chunked-bytes/300000", streamed(300000).upper()),               # chunked
     ("/chunked/3", b"B0 CHUNK 0\nB0 CHUNK 1\nB0 CHUNK 2\n"),
     ("/trailers", b"HELLO WORLD"),                                     # chunked with trailers
 ]
@@ -275,7 +282,9 @@ def test_responses_without_a_body_are_left_alone(hooked):
     p, b, hooks_dir = hooked
     c = p.client()
     r = c.get("/head-test", host="both.test", method=b"HEAD", headers=["X-Tee: head"])
-    assert r.status == 200 and r.body == b"" and r.header("content-length") == b"10"
+    # the hook is not called; the GET's body would be re-framed, so the HEAD announces no length either
+    # (RFC 9110 9.3.2 lets a HEAD answer leave out Content-Length; nginx's gzip filter does the same)
+    assert r.status == 200 and r.body == b"" and r.header("content-length") is None
     r = c.get("/status/204", host="both.test", headers=["X-Tee: 204"])
     assert r.status == 204 and r.body == b""
     r = c.get("/status/304", host="both.test", headers=["X-Tee: 304"])
