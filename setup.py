@@ -8,7 +8,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-ALL_MODULES = ["_http", "_accesslog", "_shm", "_balancer", "_core"]
+ALL_MODULES = ["_http", "_accesslog", "_counters", "_shm", "_balancer", "_core"]
 wanted = os.environ.get("FASTPROXY_MODULES")
 modules = wanted.split(",") if wanted else ALL_MODULES
 
