@@ -17,6 +17,9 @@ Rules of this module:
   fits): that is what makes a retry on another backend possible.
 - Every socket goes through `sock_read` / `sock_writev`: the transport seam where TLS will plug in.
 - Timeouts are coarse deadlines checked by a sweep every SWEEP_MS milliseconds.
+- Counters live in this worker's row of the shared table (_counters.pxd): one inline call per event, at
+  the place the event happens (a connection opened or closed, a request, a response, bytes moved to or
+  from a client, an error of a kind). fastproxy/counters.py reads them from any process.
 """
 
 cimport cython
@@ -33,6 +36,12 @@ from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI,
                                   OUTCOME_ABORTED, OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK,
                                   OUTCOME_RESET, OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer,
                                   hash_bytes)
+from fastproxy._counters cimport (ERR_BAD_REQUEST, ERR_CLIENT_ABORT, ERR_CLIENT_TIMEOUT,
+                                  ERR_LOCAL_RESOURCE, ERR_SERVER_BAD_RESPONSE, ERR_SERVER_CONNECT,
+                                  ERR_SERVER_RESET, ERR_SERVER_TIMEOUT, RouteCounters, ServerCounters,
+                                  WorkerCounters, count_backend_close, count_backend_open, count_bytes_in,
+                                  count_bytes_out, count_client_close, count_client_open, count_error,
+                                  count_latency, count_request, count_response, count_routed, gauge_add)
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE,
                               METHOD_GET, METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE,
                               ChunkState, ForwardInfo, HeaderField, Limits, RequestHead, ResponseHead,
@@ -47,8 +56,8 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, EPOLL_CLOEXEC, EPOLL_CTL_ADD, EP
                              epoll_wait, getsockopt, htons, inet_ntop, inet_pton, iovec, setsockopt,
                              shutdown, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage,
                              socket, socklen_t, timespec, writev)
+from fastproxy._shm cimport ShmHeader, ShmTable, row_counters, row_route, row_server
 
-import os
 from http import HTTPStatus
 
 from fastproxy import _shm
@@ -126,6 +135,19 @@ cdef inline int failure_outcome(int f) noexcept nogil:
 
 cdef inline int failure_status(int f) noexcept nogil:
     return 504 if f == F_CONNECT_TIMEOUT or f == F_TIMEOUT else 502
+
+
+cdef inline int failure_error_kind(int f) noexcept nogil:
+    # what the counters call it (_counters.ErrorKind); a stale pooled connection is nobody's error
+    if f == F_CONNECT or f == F_CONNECT_TIMEOUT:
+        return ERR_SERVER_CONNECT
+    if f == F_RESET:
+        return ERR_SERVER_RESET
+    if f == F_TIMEOUT:
+        return ERR_SERVER_TIMEOUT
+    if f == F_BAD_RESPONSE:
+        return ERR_SERVER_BAD_RESPONSE
+    return -1
 
 
 cdef inline double monotonic() noexcept nogil:
@@ -418,6 +440,9 @@ cdef class Client:
     cdef double idle_since       # when it last became idle between requests
     cdef LogRecord *log          # the access-log record of the current request (when logging)
     cdef bint log_open           # a request is under way and not logged yet
+    cdef RouteCounters *rctr     # the counters of the request's route (NULL until routed)
+    cdef double req_started      # when its head was parsed (the latency histogram's start)
+    cdef bint timed              # a request is under way and its latency not counted yet
 
 
 cdef const char *CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -456,11 +481,10 @@ cdef class Core:
     cdef bint stopping
     cdef bint draining
     cdef double drain_deadline
-    # counters
-    cdef long long n_client_open, n_client_total, n_upstream_open, n_upstream_idle, n_upstream_total
-    cdef long long n_requests, n_4xx, n_5xx
-    cdef object stats_path
-    cdef tuple last_stats
+    # counters: blocks of this worker's row of the shared table (_counters.pxd)
+    cdef WorkerCounters *wc
+    cdef RouteCounters **route_ctr  # per route (NULL: a route the table has no slot for)
+    cdef ServerCounters **server_ctr  # per server
     cdef AccessLog alog           # None when the access log is off
 
     def __cinit__(self):
@@ -494,9 +518,25 @@ cdef class Core:
         self.add_forwarded = bool(config.server.forwarded)
         self._load_upstreams(config)
         self._load_routes(config)
-        stats_dir = os.environ.get("FASTPROXY_STATS_DIR")
-        self.stats_path = os.path.join(stats_dir, "%d.stats" % os.getpid()) if stats_dir else None
+        self._bind_counters(config)
         self.now = monotonic()
+
+    def _bind_counters(self, config):
+        """This worker's counter blocks, in the row of the shared table its balancer claimed."""
+        cdef ShmTable table = self.balancer.shm
+        cdef ShmHeader *h = self.balancer.h
+        cdef int row = self.balancer.row
+        cdef int i, slot
+        self.wc = row_counters(h, row)
+        self.route_ctr = <RouteCounters **>malloc(sizeof(RouteCounters *) * max(1, self.n_routes))
+        self.server_ctr = <ServerCounters **>malloc(sizeof(ServerCounters *) * max(1, self.n_servers))
+        if self.route_ctr == NULL or self.server_ctr == NULL:
+            raise MemoryError()
+        for i, r in enumerate(config.routes):
+            slot = table.find_route(_shm.route_key(r))
+            self.route_ctr[i] = row_route(h, row, slot) if slot >= 0 else NULL
+        for i in range(self.n_servers):
+            self.server_ctr[i] = row_server(h, row, self.balancer.servers[i].slot)
 
     def _load_upstreams(self, config):
         names = list(config.upstreams)
@@ -584,6 +624,8 @@ cdef class Core:
         free(self.servers)
         free(self.groups)
         free(self.routes)
+        free(self.route_ctr)
+        free(self.server_ctr)
         if self.epfd >= 0:
             close(self.epfd)
 
@@ -611,7 +653,6 @@ cdef class Core:
             self.loop(wakeup_fd)
         if self.alog is not None:
             self.alog.flush()
-        self.write_stats(True)
 
     def stop(self, graceful=False):
         """Called from a signal handler: fast (close everything) or graceful (finish what is in flight)."""
@@ -625,14 +666,6 @@ cdef class Core:
         if self.alog is not None:
             self.alog.flush()
         self.alog = AccessLog(fd, fmt) if fd >= 0 else None
-
-    def stats(self):
-        return {
-            "client_open": self.n_client_open, "client_total": self.n_client_total,
-            "upstream_open": self.n_upstream_open, "upstream_idle": self.n_upstream_idle,
-            "upstream_total": self.n_upstream_total, "requests": self.n_requests,
-            "responses_4xx": self.n_4xx, "responses_5xx": self.n_5xx,
-        }
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -705,29 +738,14 @@ cdef class Core:
                 u = <Upstream>obj
                 if u.state != US_CLOSED and u.deadline and u.deadline <= self.now:
                     self.upstream_timeout(u)
-        if self.draining and (self.n_client_open == 0 or self.now >= self.drain_deadline):
+        if self.draining and (self.wc.client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
         self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
         if self.waiting:
             self.serve_waiting()
-        self.write_stats(False)
         if self.alog is not None:
             self.alog.refresh_time()
             self.alog.flush()
-
-    cdef write_stats(self, bint final):
-        if self.stats_path is None:
-            return
-        snap = (self.n_client_open, self.n_client_total, self.n_upstream_open, self.n_upstream_idle,
-                self.n_upstream_total, self.n_requests, self.n_4xx, self.n_5xx)
-        if snap == self.last_stats and not final:
-            return
-        self.last_stats = snap
-        tmp = self.stats_path + ".tmp"
-        with open(tmp, "w") as f:
-            for key, value in self.stats().items():
-                f.write("%s %d\n" % (key, value))
-        os.replace(tmp, self.stats_path)
 
     cdef close_all(self):
         for obj in list(self.live.values()):
@@ -750,11 +768,13 @@ cdef class Core:
                 if errno == EINTR:
                     continue
                 if errno == EMFILE or errno == ENFILE or errno == ENOBUFS or errno == ENOMEM:
-                    pass      # out of descriptors: the connection waits in the queue for a later try
+                    # out of descriptors: the connection waits in the queue for a later try
+                    count_error(self.wc, ERR_LOCAL_RESOURCE)
                 return
             c = Client.__new__(Client)
             c.fd = fd
             if not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
+                count_error(self.wc, ERR_LOCAL_RESOURCE)
                 close(fd)
                 return
             format_addr(&addr, c.addr, &c.addr_len)
@@ -762,11 +782,11 @@ cdef class Core:
             c.deadline = self.now + self.t_client_header
             c.idle_since = self.now
             if not self.register(fd, c):
+                count_error(self.wc, ERR_LOCAL_RESOURCE)
                 self.free_buffers(&c.rb, &c.head)
                 close(fd)
                 return
-            self.n_client_open += 1
-            self.n_client_total += 1
+            count_client_open(self.wc)
             # The request usually arrives with or right after the handshake: try before waiting.
             c.rd_ready = 1
             c.wr_ready = 1
@@ -870,26 +890,32 @@ cdef class Core:
                 if n < 0:
                     if self.alog is not None:
                         self.open_bare_log(c)
+                    count_error(self.wc, ERR_BAD_REQUEST)
                     self.answer_error(c, c.req.err_status)
                     return
             if not c.rd_ready:
                 return
             if c.rb.data == NULL and not self.alloc_buffers(&c.rb, &c.head, &c.head_cap):
+                count_error(self.wc, ERR_LOCAL_RESOURCE)
                 self.close_client(c)      # out of memory: this one client goes, the worker stays
                 return
             if avail == 0:
                 c.rb.start = c.rb.end = 0
             elif not buffer_make_room(&c.rb):
+                count_error(self.wc, ERR_BAD_REQUEST)
                 self.answer_error(c, 431)     # cannot happen: the buffer is larger than max_head
                 return
             n = sock_read(c.fd, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
             if n > 0:
+                count_bytes_in(self.wc, n)
                 if avail == 0:
                     c.deadline = self.now + self.t_client_header    # a head has begun
                 if n < c.rb.cap - c.rb.end:
                     c.rd_ready = c.hup   # a short read drained it, unless the peer also closed
                 c.rb.end += n
             elif n == 0:
+                if avail > 0:
+                    count_error(self.wc, ERR_CLIENT_ABORT)    # mid-head (idle: the client is just done)
                 self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
                 return
             else:
@@ -897,13 +923,18 @@ cdef class Core:
                     c.rd_ready = 0
                     return
                 if errno != EINTR:
+                    if avail > 0:
+                        count_error(self.wc, ERR_CLIENT_ABORT)
                     self.close_client(c)
                     return
 
     cdef void start_request(self, Client c, Py_ssize_t head_len):
         cdef int ri
         cdef Route *r
-        self.n_requests += 1
+        count_request(self.wc)
+        c.rctr = NULL
+        c.req_started = self.now
+        c.timed = 1
         c.req_start = c.rb.start
         c.req_head_len = head_len
         c.fwd = c.rb.start + head_len
@@ -923,6 +954,7 @@ cdef class Core:
             self.open_log(c)
         if c.req.body_kind == BODY_LENGTH:
             if self.max_body and c.req.content_length > self.max_body:
+                count_error(self.wc, ERR_BAD_REQUEST)
                 self.answer_error(c, 413)
                 return
             c.req_left = c.req.content_length
@@ -938,6 +970,8 @@ cdef class Core:
             return
         r = &self.routes[ri]
         c.route = ri
+        c.rctr = self.route_ctr[ri]
+        count_routed(c.rctr)
         c.route_filters = r.filters
         if r.filters and self.request_filters(c, r):
             return
@@ -990,7 +1024,11 @@ cdef class Core:
         c.log_open = 1
 
     cdef void close_log(self, Client c, int status):
-        """The exchange is over (answered, failed or abandoned): write its line."""
+        """The exchange is over (answered, failed or abandoned): count its latency, write its line."""
+        if c.timed:
+            c.timed = 0
+            if status != 499:         # abandoned (the client went away): no latency to speak of
+                count_latency(self.wc, self.now - c.req_started)
         if not c.log_open:
             return
         c.log_open = 0
@@ -1025,7 +1063,7 @@ cdef class Core:
         c.out.head_len = n + 2
         if c.req.method != METHOD_HEAD:
             c.out.body_len = r.respond_body_len
-        self.count_status(r.respond_status)
+        count_response(self.wc, c.rctr, NULL, r.respond_status)
         if c.log_open:
             c.log.status = r.respond_status
         c.resp_started = 1
@@ -1036,9 +1074,11 @@ cdef class Core:
         cdef Py_ssize_t before = out_left(&c.out)
         cdef int r = flush_out(c.fd, &c.out, c.head, <char *>self.routes[c.route].respond_body,
                                &c.wr_ready)
+        count_bytes_out(self.wc, c.rctr, NULL, before - out_left(&c.out))
         if c.log_open:
             c.log.bytes_sent += before - out_left(&c.out)
         if r < 0:
+            count_error(self.wc, ERR_CLIENT_ABORT)
             self.close_client(c)
         elif r == 0:
             c.deadline = self.now + self.t_send
@@ -1054,6 +1094,7 @@ cdef class Core:
         c.sent_continue = 1
         if flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready) == 1:
             out_clear(&c.out)
+        count_bytes_out(self.wc, c.rctr, NULL, 25 - out_left(&c.out))
 
     cdef int route(self, Client c):
         cdef const char *host = c.rb.data + c.req_start + c.req.host.off
@@ -1177,7 +1218,7 @@ cdef class Core:
             if not c.no_pool:
                 while pool:
                     u = <Upstream>pool.pop()
-                    self.n_upstream_idle -= 1
+                    gauge_add(&self.wc.backend_idle, -1)
                     if u.state == US_IDLE:
                         break
                     u = None
@@ -1191,6 +1232,7 @@ cdef class Core:
                 u.reused = 1
                 u.state = US_ACTIVE
                 if not self.alloc_buffers(&u.rb, &u.head, &u.head_cap):
+                    count_error(self.wc, ERR_LOCAL_RESOURCE)
                     self.close_upstream(u)
                     c.last_failure = F_CONNECT
                     self.release_pick(c, OUTCOME_ABORTED)
@@ -1212,26 +1254,29 @@ cdef class Core:
         cdef Upstream u
         fd = socket(s.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
         if fd < 0:
+            count_error(self.wc, ERR_LOCAL_RESOURCE)
             return None
         set_nodelay(fd)                 # backend connections are kept alive: requests go out at once
         rc = connect(fd, <sockaddr *>&s.addr, s.addr_len)
         if rc < 0 and errno != EINPROGRESS:
+            count_error(self.wc, ERR_SERVER_CONNECT)
             close(fd)
             return None
         u = Upstream.__new__(Upstream)
         u.fd = fd
         u.server = srv
         if not self.alloc_buffers(&u.rb, &u.head, &u.head_cap):
+            count_error(self.wc, ERR_LOCAL_RESOURCE)
             close(fd)
             return None
         if not self.register(fd, u):
+            count_error(self.wc, ERR_LOCAL_RESOURCE)
             self.free_buffers(&u.rb, &u.head)
             close(fd)
             return None
         u.state = US_ACTIVE if rc == 0 else US_CONNECTING
         u.wr_ready = rc == 0
-        self.n_upstream_open += 1
-        self.n_upstream_total += 1
+        count_backend_open(self.wc)
         return u
 
     cdef bint prepare_request(self, Client c, Upstream u):
@@ -1246,6 +1291,7 @@ cdef class Core:
         fwd.upgrade = c.req.upgrade
         n = write_request_head(c.rb.data + c.req_start, &c.req, &fwd, u.head, u.head_cap)
         if n < 0:
+            count_error(self.wc, ERR_BAD_REQUEST)
             self.answer_error(c, 431)
             return 0
         out_clear(&u.out)
@@ -1255,6 +1301,7 @@ cdef class Core:
     cdef void upstream_failed(self, Client c, int failure):
         """A backend attempt failed before any response byte reached the client: retry or answer."""
         cdef Upstream u = c.up
+        count_error(self.wc, failure_error_kind(failure))
         self.release_pick(c, failure_outcome(failure))
         if u is not None:
             self.detach_and_close(c)
@@ -1368,13 +1415,14 @@ cdef class Core:
             c.req_start -= shift
         n = sock_read(c.fd, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
         if n > 0:
+            count_bytes_in(self.wc, n)
             if n < c.rb.cap - c.rb.end:
                 c.rd_ready = c.hup
             c.rb.end += n
             c.deadline = self.now + self.t_client_body
             return 1
         if n == 0 or errno != EAGAIN and errno != EINTR:
-            self.abort(c)             # the client left in the middle of its request
+            self.abort(c, ERR_CLIENT_ABORT)   # the client left in the middle of its request
             return -1
         if errno == EAGAIN:
             c.rd_ready = 0
@@ -1415,7 +1463,7 @@ cdef class Core:
             elif u.resp.body_kind == BODY_CHUNKED:
                 take = chunked_feed(&c.resp_chunk, u.rb.data + u.rb.start, avail, c.dechunk, &outlen)
                 if take < 0:
-                    self.abort(c)         # the backend broke framing mid-body: cut the client off
+                    self.abort(c, ERR_SERVER_BAD_RESPONSE)   # broken framing mid-body: cut the client off
                     return -1
                 if c.resp_chunk.done:
                     c.resp_state = RS_DONE
@@ -1445,10 +1493,11 @@ cdef class Core:
         if out_pending(&c.out):
             before = out_left(&c.out)
             r = flush_out(c.fd, &c.out, c.head, u.rb.data, &c.wr_ready)
+            count_bytes_out(self.wc, c.rctr, self.server_ctr[u.server], before - out_left(&c.out))
             if c.log_open:
                 c.log.bytes_sent += before - out_left(&c.out)
             if r < 0:
-                self.abort(c)
+                self.abort(c, ERR_CLIENT_ABORT)
                 return -1
             if r == 0:
                 if c.deadline == 0:
@@ -1499,7 +1548,7 @@ cdef class Core:
             u.resp.keep_alive = 0
             return 1
         self.release_pick(c, OUTCOME_RESET)
-        self.abort(c)                 # a truncated body: the client must see the connection end
+        self.abort(c, ERR_SERVER_RESET)   # a truncated body: the client must see the connection end
         return -1
 
     cdef int start_response(self, Client c, Upstream u, Py_ssize_t head_len):
@@ -1540,7 +1589,7 @@ cdef class Core:
         if (self.balancer.sticky_kind(c.upstream_group) == STICKY_COOKIE and
                 c.cookie_server != u.server):
             n = self.add_sticky_cookie(c, u.server, n)
-        self.count_status(status)
+        count_response(self.wc, c.rctr, self.server_ctr[u.server], status)
         if c.log_open:
             c.log.status = status
             c.log.upstream_len = self.servers[u.server].text_len
@@ -1587,12 +1636,6 @@ cdef class Core:
         memcpy(c.head + n + 10 + k, b"\r\n\r\n", 4)
         return n + 14 + k
 
-    cdef void count_status(self, int status):
-        if 400 <= status < 500:
-            self.n_4xx += 1
-        elif status >= 500:
-            self.n_5xx += 1
-
     cdef void finish_exchange(self, Client c):
         """The response is out. Keep or close both connections, then serve a pipelined request."""
         cdef Upstream u = c.up
@@ -1612,13 +1655,14 @@ cdef class Core:
                 self.free_buffers(&u.rb, &u.head)   # an idle connection holds no buffer
                 u.deadline = self.now + g.keepalive_timeout
                 (<list>self.pools[u.server]).append(u)
-                self.n_upstream_idle += 1
+                gauge_add(&self.wc.backend_idle, 1)
             else:
                 self.close_upstream(u)
         if not c.keep_alive or not c.req_done:
             self.finish_client(c)
             return
         c.state = CS_HEAD
+        c.rctr = NULL                 # the next request is not routed yet
         if not c.nodelay:
             # A kept-alive connection's next response must not wait behind Nagle for the last ACK.
             set_nodelay(c.fd)
@@ -1645,9 +1689,9 @@ cdef class Core:
         cdef Upstream u = c.up
         cdef int a, b
         while c.state == CS_TUNNEL:
-            a = self.tunnel_direction(c.fd, &c.rb, &c.rd_ready, c.hup, &c.tunnel_client_eof,
+            a = self.tunnel_direction(c, 1, c.fd, &c.rb, &c.rd_ready, c.hup, &c.tunnel_client_eof,
                                       u.fd, &u.out, u.head, &u.wr_ready)
-            b = self.tunnel_direction(u.fd, &u.rb, &u.rd_ready, u.hup, &c.up_eof,
+            b = self.tunnel_direction(c, 0, u.fd, &u.rb, &u.rd_ready, u.hup, &c.up_eof,
                                       c.fd, &c.out, c.head, &c.wr_ready)
             if a < 0 or b < 0 or (c.tunnel_client_eof and c.up_eof and
                                   not out_pending(&u.out) and not out_pending(&c.out)):
@@ -1657,12 +1701,15 @@ cdef class Core:
             if a == 0 and b == 0:
                 return
 
-    cdef int tunnel_direction(self, int src, Buffer *rb, bint *rd_ready, bint hup, bint *eof,
-                              int dst, Outgoing *out, char *head, bint *wr_ready):
+    cdef int tunnel_direction(self, Client c, bint from_client, int src, Buffer *rb, bint *rd_ready, bint hup,
+                              bint *eof, int dst, Outgoing *out, char *head, bint *wr_ready):
         cdef int r
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, before
         if out_pending(out):
+            before = out_left(out)
             r = flush_out(dst, out, head, rb.data, wr_ready)
+            if not from_client:
+                count_bytes_out(self.wc, c.rctr, self.server_ctr[c.up.server], before - out_left(out))
             if r < 0:
                 return -1
             if r == 0:
@@ -1682,6 +1729,8 @@ cdef class Core:
         rb.start = rb.end = 0
         n = sock_read(src, rb.data, rb.cap)
         if n > 0:
+            if from_client:
+                count_bytes_in(self.wc, n)
             if n < rb.cap:
                 rd_ready[0] = hup
             rb.end = n
@@ -1700,8 +1749,9 @@ cdef class Core:
     cdef void client_request_error(self, Client c, int status):
         """The request itself is bad (found while streaming its body)."""
         if c.resp_started:
-            self.abort(c)
+            self.abort(c, ERR_BAD_REQUEST)
         else:
+            count_error(self.wc, ERR_BAD_REQUEST)
             self.answer_error(c, status)
 
     cdef void answer_error(self, Client c, int status):
@@ -1709,7 +1759,7 @@ cdef class Core:
         cdef Py_ssize_t n
         if c.up is not None:
             self.detach_and_close(c)
-        self.count_status(status)
+        count_response(self.wc, c.rctr, NULL, status)
         if c.log_open:
             c.log.status = status
         n = write_error_response(status, 1, c.head, c.head_cap)
@@ -1724,6 +1774,7 @@ cdef class Core:
     cdef void closing(self, Client c):
         cdef Py_ssize_t before = out_left(&c.out)
         cdef int r = flush_out(c.fd, &c.out, c.head, c.rb.data, &c.wr_ready)
+        count_bytes_out(self.wc, c.rctr, NULL, before - out_left(&c.out))
         if c.log_open:
             c.log.bytes_sent += before - out_left(&c.out)
         if r < 0:
@@ -1746,6 +1797,7 @@ cdef class Core:
                 return
             n = sock_read(c.fd, c.rb.data, c.rb.cap)
             if n > 0:
+                count_bytes_in(self.wc, n)
                 if n < c.rb.cap:
                     c.rd_ready = c.hup
                 continue
@@ -1769,8 +1821,9 @@ cdef class Core:
         c.deadline = self.now + self.t_send
         self.closing(c)
 
-    cdef void abort(self, Client c):
-        """Something broke mid-exchange: drop both connections without a word."""
+    cdef void abort(self, Client c, int kind):
+        """Something broke mid-exchange (an ErrorKind, counted): drop both connections without a word."""
+        count_error(self.wc, kind)
         if c.up is not None:
             self.detach_and_close(c)
         self.close_client(c)
@@ -1787,15 +1840,19 @@ cdef class Core:
     cdef void client_timeout(self, Client c):
         if c.state == CS_HEAD:
             if c.rb.end > c.rb.start:
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)
             else:
                 self.close_client(c)      # idle keep-alive connection
         elif c.state == CS_PROXY:
             if c.resp_started or c.req_done:
-                self.abort(c)             # the client stopped reading the response
+                self.abort(c, ERR_CLIENT_TIMEOUT)   # the client stopped reading the response
             else:
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)   # the client stopped sending its body
         else:
+            if c.state == CS_ANSWER:
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)    # it stopped reading the proxy's answer
             self.close_client(c)
 
     cdef void upstream_timeout(self, Upstream u):
@@ -1805,7 +1862,7 @@ cdef class Core:
         elif u.state == US_CONNECTING:
             self.upstream_failed(c, F_CONNECT_TIMEOUT)
         elif c.resp_started:
-            self.abort(c)
+            self.abort(c, ERR_SERVER_TIMEOUT)
         else:
             self.upstream_failed(c, F_TIMEOUT)
 
@@ -1824,21 +1881,21 @@ cdef class Core:
         self.free_buffers(&c.rb, &c.head)
         free(c.log)
         c.log = NULL
-        self.n_client_open -= 1
+        count_client_close(self.wc)
 
     cdef void close_upstream(self, Upstream u):
         if u.state == US_CLOSED:
             return
         self.graveyard.append(u)
         if u.state == US_IDLE:
-            self.n_upstream_idle -= 1
+            gauge_add(&self.wc.backend_idle, -1)
             (<list>self.pools[u.server]).remove(u)
         u.state = US_CLOSED
         u.client = None
         close(u.fd)
         self.live.pop(u.fd, None)
         self.free_buffers(&u.rb, &u.head)
-        self.n_upstream_open -= 1
+        count_backend_close(self.wc)
 
 
 cdef bint find_header(const char *base, const RequestHead *req, const char *name, Py_ssize_t n,
