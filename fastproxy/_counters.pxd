@@ -164,7 +164,7 @@ cdef inline void count_error(WorkerCounters *w, int kind) noexcept nogil:
 
 
 cdef inline void count_latency(WorkerCounters *w, double seconds) noexcept nogil:
-    cdef int64_t us = <int64_t>(seconds * 1e6) if seconds > 0 else 0
+    cdef int64_t us = <int64_t>(seconds * 1e6 + 0.5) if seconds > 0 else 0
     bump(&w.latency[latency_bucket(us)], 1)
     bump(&w.latency_sum_us, us)
     bump(&w.latency_count, 1)

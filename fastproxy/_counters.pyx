@@ -34,5 +34,5 @@ assert len(LATENCY_BOUNDS) == N_BUCKETS and len(GAUGES) == N_GAUGES
 
 def bucket_of(double seconds):
     """The histogram bucket the core's count_latency() puts a latency in (for tests)."""
-    cdef int64_t us = <int64_t>(seconds * 1e6) if seconds > 0 else 0
+    cdef int64_t us = <int64_t>(seconds * 1e6 + 0.5) if seconds > 0 else 0
     return latency_bucket(us)

@@ -95,7 +95,7 @@ cdef struct BackendSlot:
     int64_t ewma_us             # response time EWMA, microseconds
     int64_t slow_start_since_ms  # when it last came (back) up: weight ramps from there over slow_start_ms
     int64_t checks              # health probes done (for the CLI / status)
-    int64_t retired_requests    # requests / errors / counters of released rows, while this server holds the slot
+    int64_t retired_requests    # requests, errors, counters of released rows (while this server has the slot)
     int64_t retired_errors
     ServerCounters retired
     int64_t address_len

@@ -142,9 +142,11 @@ cdef class ShmTable:
         return True
 
     def _create(self, path, int n_groups, int n_slots, int n_rows, int n_routes):
-        cdef int64_t row_slots_off = sizeof(RowHeader) + sizeof(WorkerCounters) + n_routes * sizeof(RouteCounters)
+        cdef int64_t row_slots_off = (sizeof(RowHeader) + sizeof(WorkerCounters)
+                                      + n_routes * sizeof(RouteCounters))
         # rows start on a cache line: two workers never write the same line
-        cdef int64_t row_size = (row_slots_off + 3 * 8 * n_slots + n_slots * sizeof(ServerCounters) + 63) & ~63
+        cdef int64_t row_size = (row_slots_off + 3 * 8 * n_slots + n_slots * sizeof(ServerCounters)
+                                 + 63) & ~63
         cdef int64_t groups_off = (sizeof(ShmHeader) + 63) & ~63
         cdef int64_t slots_off = groups_off + n_groups * sizeof(GroupSlot)
         cdef int64_t routes_off = slots_off + n_slots * sizeof(BackendSlot)
@@ -305,7 +307,7 @@ cdef class ShmTable:
         for i in range(h.n_routes):            # routes: free what went away, bind the new ones
             if ld(&shm_route(h, i).generation) and self._route_key(i) not in keep_routes:
                 st(&shm_route(h, i).generation, 0)
-        for key in want_routes:
+        for key in dict.fromkeys(route_key(r) for r in config.routes):    # in config order
             if self.find_route(key) < 0:
                 self._bind_route(key, gen)
         for i in range(h.n_groups):            # free what went away
