@@ -25,7 +25,7 @@ routes come in config.routes order first.
 """
 
 from fastproxy._counters import CLASS_NAMES, ERROR_NAMES, GAUGES, LATENCY_BOUNDS
-from fastproxy._shm import ShmTable, path_for_file, route_key
+from fastproxy._shm import ShmTable, path_for, path_for_file, route_key
 
 __all__ = ["read", "per_worker"]
 
@@ -50,11 +50,13 @@ def _raw(source):
     if isinstance(source, ShmTable):
         return source.counters(), order
     if isinstance(source, str):
-        path = source
+        path = path_for_file(source)
     else:
-        path = source.path
+        path = path_for(source)
         order = [route_key(r) for r in source.routes]
-    table = ShmTable(path_for_file(path))
+        if path is None:
+            raise ValueError(f"{source.path}: a config read from no file has no named table; pass the table")
+    table = ShmTable(path)
     try:
         return table.counters(), order
     finally:

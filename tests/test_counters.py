@@ -257,6 +257,10 @@ def test_served_requests_are_counted_by_both_workers(proxy, backends):
     assert now["client_open"] == 0 and now["backend_open"] == now["backend_idle"]
     each = p.stats()
     assert len(each) == 2 and sum(c["requests"] for c in each.values()) == now["requests"]
+    cfg = config.load(p.config_path)           # a Config finds the same table, and orders its routes
+    assert list(counters.read(cfg)["routes"]) == ["app.test/", "app.test/dead/"]
+    with pytest.raises(ValueError, match="no named table"):
+        counters.read(make_config())
 
 
 def test_a_killed_workers_counts_stay_in_the_totals(proxy, backends):
