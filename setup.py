@@ -9,7 +9,7 @@ import os
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-ALL_MODULES = ["_http", "_accesslog", "_shm", "_balancer", "_transport", "_buffers", "_timers", "_loop",
+ALL_MODULES = ["_http", "_accesslog", "_counters", "_shm", "_balancer", "_transport", "_buffers", "_timers", "_loop",
                "_backend", "_pool", "_exchange", "_client", "_filters", "_routing", "_core"]
 wanted = os.environ.get("FASTPROXY_MODULES")
 modules = wanted.split(",") if wanted else ALL_MODULES

@@ -14,6 +14,4 @@ class Core:
         """Fast: close everything now. Graceful: stop accepting, finish in-flight requests, then return."""
     def set_access_log(self, fd: int, fmt: str = "combined") -> None:
         """Log one line per request to fd ("combined" or "json"); -1 turns the log off."""
-    def stats(self) -> dict[str, int]:
-        """client_open, client_total, upstream_open, upstream_idle, upstream_total, requests,
-        responses_4xx, responses_5xx."""
+    # counters: in this worker's row of the shared table; read them with fastproxy.counters

@@ -29,6 +29,9 @@ Rules of this module:
   client's body, only the client's timer runs.
 - Connections hold their buffers only while they have work; a client holds an Exchange only while a
   request is under way.
+- Counters live in this worker's row of the shared table (_counters.pxd): one inline call per event, at
+  the place the event happens (a connection opened or closed, a request, a response, bytes moved to or
+  from a client, an error of a kind). fastproxy/counters.py reads them from any process.
 """
 
 cimport cython
@@ -42,6 +45,12 @@ from fastproxy._backend cimport (BS_ACTIVE, BS_CLOSED, BS_CONNECTING, BS_IDLE, B
 from fastproxy._balancer cimport (KEY_COOKIE, KEY_HEADER, KEY_NONE, KEY_URI, OUTCOME_ABORTED,
                                   OUTCOME_CONNECT_FAIL, OUTCOME_HTTP_5XX, OUTCOME_OK, OUTCOME_RESET,
                                   OUTCOME_TIMEOUT, PICK_FULL, STICKY_COOKIE, Balancer, hash_bytes)
+from fastproxy._counters cimport (ERR_BAD_REQUEST, ERR_CLIENT_ABORT, ERR_CLIENT_TIMEOUT,
+                                  ERR_LOCAL_RESOURCE, ERR_SERVER_BAD_RESPONSE, ERR_SERVER_CONNECT,
+                                  ERR_SERVER_RESET, ERR_SERVER_TIMEOUT, RouteCounters, ServerCounters,
+                                  WorkerCounters, count_backend_close, count_backend_open, count_bytes_in,
+                                  count_bytes_out, count_client_close, count_client_open, count_error,
+                                  count_latency, count_request, count_response, count_routed, gauge_add)
 from fastproxy._buffers cimport Buffer, BufferPool, buffer_make_room
 from fastproxy._debug cimport DEBUG
 from fastproxy._client cimport (CS_ANSWER, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY, CS_TUNNEL,
@@ -60,16 +69,17 @@ from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, 
 from fastproxy._loop cimport LIMIT_CONNECTIONS, Conn, Loop
 from fastproxy._pool cimport BackendPool
 from fastproxy._routing cimport RouteTable
+from fastproxy._shm cimport ShmHeader, ShmTable, row_counters, row_route, row_server
 from fastproxy._sys cimport (EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLRDHUP, IPPROTO_TCP, SO_ERROR, SOL_SOCKET,
                              TCP_NODELAY, getsockopt, setsockopt, sockaddr_storage, socklen_t)
 from fastproxy._transport cimport (IO_AGAIN, ListenerSettings, Outgoing, Transport, out_clear, out_flush,
                                    out_left, out_pending, out_push, tp_close, tp_init_plain, tp_read,
                                    tp_shutdown_write)
 
-import os
-
 from fastproxy import _shm
+from fastproxy._exchange import debug_live_exchanges
 from fastproxy._filters import built_in_filters, python_hooks_filter
+from fastproxy._loop import debug_live_conns
 
 cdef enum:
     HEAD_SLACK = 4096           # room a rewritten head may grow by (forwarding fields, Connection, filters)
@@ -120,6 +130,21 @@ cdef inline int failure_status(int f) noexcept nogil:
     if f == F_LOCAL:
         return 503
     return 502
+
+
+cdef inline int failure_error_kind(int f) noexcept nogil:
+    # what the counters call it (_counters.ErrorKind); a stale pooled connection is nobody's error
+    if f == F_CONNECT or f == F_CONNECT_TIMEOUT:
+        return ERR_SERVER_CONNECT
+    if f == F_RESET:
+        return ERR_SERVER_RESET
+    if f == F_TIMEOUT:
+        return ERR_SERVER_TIMEOUT
+    if f == F_BAD_RESPONSE:
+        return ERR_SERVER_BAD_RESPONSE
+    if f == F_LOCAL:
+        return ERR_LOCAL_RESOURCE
+    return -1
 
 
 cdef inline unsigned char lower(unsigned char c) noexcept nogil:
@@ -190,11 +215,10 @@ cdef class Core(Loop):
     cdef bint draining
     cdef double drain_deadline
     cdef double limit_logged_at
-    # counters
-    cdef long long n_client_total, n_backend_open, n_backend_total
-    cdef long long n_requests, n_4xx, n_5xx
-    cdef object stats_path
-    cdef tuple last_stats
+    # counters: blocks of this worker's row of the shared table (_counters.pxd)
+    cdef WorkerCounters *wc
+    cdef RouteCounters **route_ctr  # per route (NULL: a route the table has no slot for)
+    cdef ServerCounters **server_ctr  # per server
     cdef AccessLog alog           # None when the access log is off
 
     def __init__(self, config, listen_fds, int worker_id=0, Balancer balancer=None, hooks=None):
@@ -239,8 +263,24 @@ cdef class Core(Loop):
             from fastproxy import hooks as hook_api
             hooks = hook_api.load(config)
         self.routes = RouteTable(config, self.group_index, self._filter_chains(config, hooks))
-        stats_dir = os.environ.get("FASTPROXY_STATS_DIR")
-        self.stats_path = os.path.join(stats_dir, "%d.stats" % os.getpid()) if stats_dir else None
+        self._bind_counters(config)
+
+    def _bind_counters(self, config):
+        """This worker's counter blocks, in the row of the shared table its balancer claimed."""
+        cdef ShmTable table = self.balancer.shm
+        cdef ShmHeader *h = self.balancer.h
+        cdef int row = self.balancer.row
+        cdef int i, slot
+        self.wc = row_counters(h, row)
+        self.route_ctr = <RouteCounters **>PyMem_Calloc(max(1, len(config.routes)), sizeof(RouteCounters *))
+        self.server_ctr = <ServerCounters **>PyMem_Calloc(max(1, self.n_servers), sizeof(ServerCounters *))
+        if self.route_ctr == NULL or self.server_ctr == NULL:
+            raise MemoryError()
+        for i, r in enumerate(config.routes):
+            slot = table.find_route(_shm.route_key(r))
+            self.route_ctr[i] = row_route(h, row, slot) if slot >= 0 else NULL
+        for i in range(self.n_servers):
+            self.server_ctr[i] = row_server(h, row, self.balancer.servers[i].slot)
 
     def _load_upstreams(self, config):
         names = list(config.upstreams)
@@ -283,6 +323,8 @@ cdef class Core(Loop):
     def __dealloc__(self):
         PyMem_Free(self.servers)
         PyMem_Free(self.groups)
+        PyMem_Free(self.route_ctr)
+        PyMem_Free(self.server_ctr)
 
     # --- Python surface ---------------------------------------------------------------------------
 
@@ -293,7 +335,6 @@ cdef class Core(Loop):
         self.close_all()
         if self.alog is not None:
             self.alog.flush()
-        self.write_stats(True)
 
     def stop(self, graceful=False):
         """Called from a signal handler: fast (close everything) or graceful (finish what is in flight)."""
@@ -308,23 +349,7 @@ cdef class Core(Loop):
             self.alog.flush()
         self.alog = AccessLog(fd, fmt) if fd >= 0 else None
 
-    def stats(self):
-        return {
-            "client_open": self.n_clients, "client_total": self.n_client_total,
-            "upstream_open": self.n_backend_open, "upstream_idle": self.pool.idle,
-            "upstream_total": self.n_backend_total, "requests": self.n_requests,
-            "responses_4xx": self.n_4xx, "responses_5xx": self.n_5xx,
-            "buffers_in_use": self.buffers.in_use,
-            "timers_armed": self.timers.armed if self.timers is not None else 0,
-        }
 
-    def debug_counts(self):
-        """Debug build only (else None): objects alive, for leak tests."""
-        if not DEBUG:
-            return None
-        from fastproxy._exchange import debug_live_exchanges
-        from fastproxy._loop import debug_live_conns
-        return {"conn_objects": debug_live_conns(), "exchange_objects": debug_live_exchanges()}
 
     # --- the loop's callbacks ---------------------------------------------------------------------
 
@@ -354,12 +379,15 @@ cdef class Core(Loop):
             self.backend_timeout(<BackendConn>conn)
 
     cdef void on_tick(self):
-        if self.draining and (self.n_clients == 0 or self.now >= self.drain_deadline):
+        self.wc.buffers_in_use = self.buffers.in_use    # gauges published once a tick
+        if DEBUG:
+            self.wc.debug_conn_objects = debug_live_conns()
+            self.wc.debug_exchanges = debug_live_exchanges()
+        if self.draining and (self.wc.client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
         self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
         if self.waiting:
             self.serve_waiting()
-        self.write_stats(False)
         if self.alog is not None:
             self.alog.refresh_time()
             self.alog.flush()
@@ -389,20 +417,6 @@ cdef class Core(Loop):
                 if c.state == CS_HEAD and c.rb.end == c.rb.start:
                     self.arm(c, c.idle_since + DRAIN_IDLE_GRACE)
 
-    cdef write_stats(self, bint final):
-        if self.stats_path is None:
-            return
-        snap = (self.n_clients, self.n_client_total, self.n_backend_open, self.pool.idle,
-                self.n_backend_total, self.n_requests, self.n_4xx, self.n_5xx)
-        if snap == self.last_stats and not final:
-            return
-        self.last_stats = snap
-        tmp = self.stats_path + ".tmp"
-        with open(tmp, "w") as f:
-            for key, value in self.stats().items():
-                f.write("%s %d\n" % (key, value))
-        os.replace(tmp, self.stats_path)
-
     cdef close_all(self):
         for obj in list(self.live.values()):
             if type(obj) is Client:
@@ -420,10 +434,11 @@ cdef class Core(Loop):
         c.state = CS_HEAD
         c.idle_since = self.now
         if not self.register(c):
+            count_error(self.wc, ERR_LOCAL_RESOURCE)
             close(fd)
             self.client_closed()
             return
-        self.n_client_total += 1
+        count_client_open(self.wc)
         self.arm(c, self.now + self.t_client_header)
         # The request usually arrives with or right after the handshake: try before waiting.
         c.tp.rd_ready = 1
@@ -447,11 +462,13 @@ cdef class Core(Loop):
                     return
                 if n < 0:
                     self.open_bare_log(c, ex)
+                    count_error(self.wc, ERR_BAD_REQUEST)
                     self.answer_error(c, ex.req.err_status)
                     return
             if not c.tp.rd_ready:
                 return
             if c.rb.data == NULL and not self.buffers.take(&c.rb, &c.head):
+                count_error(self.wc, ERR_LOCAL_RESOURCE)
                 self.close_client(c)      # out of memory: this one client goes, the worker stays
                 return
             if avail == 0:
@@ -461,6 +478,7 @@ cdef class Core(Loop):
                 return
             n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
             if n > 0:
+                count_bytes_in(self.wc, n)
                 if avail == 0:
                     self.arm(c, self.now + self.t_client_header)    # a head has begun
                 c.rb.end += n
@@ -469,17 +487,22 @@ cdef class Core(Loop):
                     self.buffers.give(&c.rb, &c.head)   # idle: no buffer until bytes come
                 return
             else:
+                if avail > 0:
+                    count_error(self.wc, ERR_CLIENT_ABORT)    # mid-head (idle: the client is just done)
                 self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
                 return
 
     cdef void start_request(self, Client c, Exchange ex, Py_ssize_t head_len):
         cdef int ri
         cdef int r
-        self.n_requests += 1
+        count_request(self.wc)
         ex.start(c.rb.start, head_len)
+        ex.started = self.now
+        ex.timed = 1
         if self.alog is not None:
             self.open_log(c, ex)
         if ex.req.body_kind == BODY_LENGTH and self.max_body and ex.req.content_length > self.max_body:
+            count_error(self.wc, ERR_BAD_REQUEST)
             self.answer_error(c, 413)
             return
         ri = self.routes.match(c.rb.data + ex.req_start + ex.req.host.off, ex.req.host.len,
@@ -488,6 +511,8 @@ cdef class Core(Loop):
             self.answer_error(c, 404)
             return
         ex.route = ri
+        ex.rctr = self.route_ctr[ri]
+        count_routed(ex.rctr)
         ex.group = self.routes.routes[ri].group
         ex.filters = self.routes.routes[ri].filters
         if ex.filters:
@@ -552,7 +577,11 @@ cdef class Core(Loop):
         ex.log_open = 1
 
     cdef void close_log(self, Exchange ex, int status):
-        """The exchange is over (answered, failed or abandoned): write its line."""
+        """The exchange is over (answered, failed or abandoned): count its latency, write its line."""
+        if ex.timed:
+            ex.timed = 0
+            if status != 499 or ex.status:     # abandoned (the client went away): no latency to speak of
+                count_latency(self.wc, self.now - ex.started)
         if not ex.log_open:
             return
         ex.log_open = 0
@@ -578,7 +607,7 @@ cdef class Core(Loop):
             out_push(&c.out, ex.answer_body, ex.answer_len)
         else:
             ex.answer_file_left = 0
-        self.count_status(ex.status)
+        count_response(self.wc, ex.rctr, NULL, ex.status)
         ex.resp_started = 1
         c.state = CS_ANSWER
         self.answering(c)
@@ -590,8 +619,9 @@ cdef class Core(Loop):
         while True:
             before = out_left(&c.out)
             r = out_flush(&c.tp, &c.out)
-            ex.bytes_out += before - out_left(&c.out)
+            self.sent(ex, NULL, before - out_left(&c.out))
             if r < 0:
+                count_error(self.wc, ERR_CLIENT_ABORT)
                 self.close_client(c)
                 return
             if r == 0:
@@ -619,6 +649,7 @@ cdef class Core(Loop):
         ex.sent_continue = 1
         if out_flush(&c.tp, &c.out) == 1:
             out_clear(&c.out)
+        self.sent(ex, NULL, 25 - out_left(&c.out))
 
     # --- choosing and connecting to a backend ---------------------------------------------------
 
@@ -718,6 +749,7 @@ cdef class Core(Loop):
             ex.response_seconds = 0
             b = None if ex.no_pool else self.pool.take(srv)
             if b is not None:
+                gauge_add(&self.wc.backend_idle, -1)
                 self.disarm(b)
                 b.reused = 1
                 b.state = BS_ACTIVE
@@ -731,6 +763,7 @@ cdef class Core(Loop):
                     self.local_failure(c, ex)
                     return
                 if rc < 0:
+                    count_error(self.wc, ERR_SERVER_CONNECT)
                     ex.last_failure = F_CONNECT
                     self.release_pick(ex, OUTCOME_CONNECT_FAIL)
                     continue
@@ -747,6 +780,7 @@ cdef class Core(Loop):
 
     cdef void local_failure(self, Client c, Exchange ex):
         """We could not open or set up a backend connection: our fault, not the server's."""
+        count_error(self.wc, ERR_LOCAL_RESOURCE)
         ex.last_failure = F_LOCAL
         self.release_pick(ex, OUTCOME_ABORTED)
         self.answer_error(c, failure_status(F_LOCAL))
@@ -773,8 +807,7 @@ cdef class Core(Loop):
             return None
         b.state = BS_ACTIVE if r == 1 else BS_CONNECTING
         b.tp.wr_ready = r == 1
-        self.n_backend_open += 1
-        self.n_backend_total += 1
+        count_backend_open(self.wc)
         return b
 
     cdef bint prepare_request(self, Client c, Exchange ex, BackendConn b):
@@ -795,6 +828,7 @@ cdef class Core(Loop):
                 self.answer_error(c, 500)
                 return 0
         if n < 0:
+            count_error(self.wc, ERR_BAD_REQUEST)
             self.release_pick(ex, OUTCOME_ABORTED)
             self.answer_error(c, 431)
             return 0
@@ -831,6 +865,7 @@ cdef class Core(Loop):
     cdef void backend_failed(self, Client c, int failure):
         """A backend attempt failed before any response byte reached the client: retry or answer."""
         cdef Exchange ex = c.ex
+        count_error(self.wc, failure_error_kind(failure))
         self.release_pick(ex, failure_outcome(failure))
         if c.backend is not None:
             self.detach_and_close(c)
@@ -939,12 +974,13 @@ cdef class Core(Loop):
             ex.req_start -= shift
         n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
         if n > 0:
+            count_bytes_in(self.wc, n)
             c.rb.end += n
             self.arm(c, self.now + self.t_client_body)
             return 1
         if n == IO_AGAIN:
             return 0
-        self.abort(c)             # the client left in the middle of its request
+        self.abort(c, ERR_CLIENT_ABORT)     # the client left in the middle of its request
         return -1
 
     cdef int frame_response(self, Client c, Exchange ex, BackendConn b):
@@ -984,7 +1020,7 @@ cdef class Core(Loop):
                 take = chunked_feed(&ex.resp_chunk, b.rb.data + b.rb.start, avail,
                                     ex.framing != FRAME_AS_IS, &outlen)
                 if take < 0:
-                    self.abort(c)         # the backend broke framing mid-body: cut the client off
+                    self.abort(c, ERR_SERVER_BAD_RESPONSE)   # broken framing mid-body: cut the client off
                     return -1
                 end = ex.resp_chunk.done
             else:
@@ -1008,7 +1044,7 @@ cdef class Core(Loop):
         in the client's framing. 0 queued, -1 a filter failed (the connection is cut)."""
         if ex.filters & FILTER_BODY:
             if (<FilterChain>ex.chain).run_body(ex, c, &data, &n, end) < 0:
-                self.abort(c)
+                self.abort(c, -1)           # a hook's failure, logged by the hook layer
                 return -1
         if ex.framing == FRAME_CHUNKED:
             if n > 0:
@@ -1040,9 +1076,9 @@ cdef class Core(Loop):
         if out_pending(&c.out):
             before = out_left(&c.out)
             r = out_flush(&c.tp, &c.out)
-            ex.bytes_out += before - out_left(&c.out)
+            self.sent(ex, self.server_ctr[b.server], before - out_left(&c.out))
             if r < 0:
-                self.abort(c)
+                self.abort(c, ERR_CLIENT_ABORT)
                 return -1
             if r == 0:
                 if c.timer.deadline == 0:
@@ -1093,7 +1129,7 @@ cdef class Core(Loop):
                     return -1
             return 1
         self.release_pick(ex, OUTCOME_RESET)
-        self.abort(c)                 # a truncated body: the client must see the connection end
+        self.abort(c, ERR_SERVER_RESET)   # a truncated body: the client must see the connection end
         return -1
 
     cdef int start_response(self, Client c, Exchange ex, BackendConn b, Py_ssize_t head_len):
@@ -1152,7 +1188,7 @@ cdef class Core(Loop):
                     self.release_pick(ex, OUTCOME_OK)
                     self.answer_error(c, 500)
                     return -1
-        self.count_status(status)
+        count_response(self.wc, ex.rctr, self.server_ctr[b.server], status)
         if ex.log_open:
             ex.log.upstream_len = self.servers[b.server].text_len
             memcpy(ex.log.upstream, self.servers[b.server].text, ex.log.upstream_len)
@@ -1178,11 +1214,10 @@ cdef class Core(Loop):
             ex.resp_state = RS_BODY
         return 1
 
-    cdef void count_status(self, int status):
-        if 400 <= status < 500:
-            self.n_4xx += 1
-        elif status >= 500:
-            self.n_5xx += 1
+    cdef inline void sent(self, Exchange ex, ServerCounters *s, Py_ssize_t n):
+        """n bytes of an exchange went to its client."""
+        ex.bytes_out += n
+        count_bytes_out(self.wc, ex.rctr, s, n)
 
     cdef void finish_exchange(self, Client c):
         """The response is out. Keep or close both connections, then serve a pipelined request."""
@@ -1205,6 +1240,7 @@ cdef class Core(Loop):
                 self.buffers.give(&b.rb, &b.head)   # an idle connection holds no buffer
                 self.arm(b, self.now + g.keepalive_timeout)
                 self.pool.put(b)
+                gauge_add(&self.wc.backend_idle, 1)
             else:
                 self.close_backend(b)
         if not ex.keep_alive or not ex.req_done:
@@ -1241,9 +1277,12 @@ cdef class Core(Loop):
     cdef void tunnel(self, Client c):
         cdef BackendConn b = c.backend
         cdef int x, y
+        cdef Py_ssize_t moved
         while c.state == CS_TUNNEL:
-            x = tunnel_direction(&c.tp, &c.rb, &c.tunnel_eof, &b.tp, &b.out)
-            y = tunnel_direction(&b.tp, &b.rb, &c.backend_eof, &c.tp, &c.out)
+            x = tunnel_direction(&c.tp, &c.rb, &c.tunnel_eof, &b.tp, &b.out, &moved)
+            count_bytes_in(self.wc, moved)
+            y = tunnel_direction(&b.tp, &b.rb, &c.backend_eof, &c.tp, &c.out, &moved)
+            count_bytes_out(self.wc, NULL, self.server_ctr[b.server], moved)
             if x < 0 or y < 0 or (c.tunnel_eof and c.backend_eof and
                                   not out_pending(&b.out) and not out_pending(&c.out)):
                 self.detach_and_close(c)
@@ -1257,8 +1296,9 @@ cdef class Core(Loop):
     cdef void client_request_error(self, Client c, int status):
         """The request itself is bad (found while streaming its body)."""
         if c.ex.resp_started:
-            self.abort(c)
+            self.abort(c, ERR_BAD_REQUEST)
         else:
+            count_error(self.wc, ERR_BAD_REQUEST)
             self.answer_error(c, status)
 
     cdef void answer_error(self, Client c, int status):
@@ -1266,7 +1306,7 @@ cdef class Core(Loop):
         cdef Py_ssize_t n
         if c.backend is not None:
             self.detach_and_close(c)
-        self.count_status(status)
+        count_response(self.wc, c.ex.rctr if c.ex is not None else NULL, NULL, status)
         if c.ex is not None:
             c.ex.status = status
             c.ex.keep_alive = 0
@@ -1284,7 +1324,7 @@ cdef class Core(Loop):
         cdef Py_ssize_t before = out_left(&c.out)
         cdef int r = out_flush(&c.tp, &c.out)
         if c.ex is not None:
-            c.ex.bytes_out += before - out_left(&c.out)
+            self.sent(c.ex, NULL, before - out_left(&c.out))
         if r < 0:
             self.close_client(c)
         elif r == 1:
@@ -1306,6 +1346,7 @@ cdef class Core(Loop):
                 return
             n = tp_read(&c.tp, c.rb.data, c.rb.cap)
             if n > 0:
+                count_bytes_in(self.wc, n)
                 continue
             if n == IO_AGAIN:
                 return
@@ -1325,8 +1366,9 @@ cdef class Core(Loop):
         self.arm(c, self.now + self.t_send)
         self.closing(c)
 
-    cdef void abort(self, Client c):
-        """Something broke mid-exchange: drop both connections without a word."""
+    cdef void abort(self, Client c, int kind):
+        """Something broke mid-exchange (an ErrorKind, counted): drop both connections without a word."""
+        count_error(self.wc, kind)
         if c.backend is not None:
             self.detach_and_close(c)
         self.close_client(c)
@@ -1346,15 +1388,19 @@ cdef class Core(Loop):
         if c.state == CS_HEAD:
             if c.rb.end > c.rb.start:
                 self.open_bare_log(c, ex if ex is not None else self.new_exchange(c))
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)
             else:
                 self.close_client(c)      # idle keep-alive connection
         elif c.state == CS_PROXY:
             if ex.resp_started or ex.req_done:
-                self.abort(c)             # the client stopped reading the response
+                self.abort(c, ERR_CLIENT_TIMEOUT)   # the client stopped reading the response
             else:
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)   # the client stopped sending its body
         else:
+            if c.state == CS_ANSWER:
+                count_error(self.wc, ERR_CLIENT_TIMEOUT)    # it stopped reading the proxy's answer
             self.close_client(c)
 
     cdef Exchange new_exchange(self, Client c):
@@ -1369,7 +1415,7 @@ cdef class Core(Loop):
             self.backend_failed(c, F_CONNECT_TIMEOUT)
         elif c.ex.resp_started:
             self.release_pick(c.ex, OUTCOME_TIMEOUT)
-            self.abort(c)
+            self.abort(c, ERR_SERVER_TIMEOUT)
         else:
             self.backend_failed(c, F_TIMEOUT)
 
@@ -1388,6 +1434,7 @@ cdef class Core(Loop):
         if c.ex is not None:
             c.ex.end()
             c.ex = None
+        count_client_close(self.wc)
         self.client_closed()
 
     cdef void close_backend(self, BackendConn b):
@@ -1395,20 +1442,26 @@ cdef class Core(Loop):
             return
         if b.state == BS_IDLE:
             self.pool.remove(b)
+            gauge_add(&self.wc.backend_idle, -1)
         b.state = BS_CLOSED
         b.client = None
         self.forget(b)
         tp_close(&b.tp)
         self.buffers.give(&b.rb, &b.head)
-        self.n_backend_open -= 1
+        count_backend_close(self.wc)
 
 
-cdef int tunnel_direction(Transport *src, Buffer *rb, bint *eof, Transport *dst, Outgoing *out) noexcept:
-    """Move what src sent on to dst. 1 progress, 0 nothing to do now, -1 broken."""
+cdef int tunnel_direction(Transport *src, Buffer *rb, bint *eof, Transport *dst, Outgoing *out,
+                          Py_ssize_t *moved) noexcept:
+    """Move what src sent on to dst (moved: bytes written to dst). 1 progress, 0 nothing to do now,
+    -1 broken."""
     cdef int r
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, before
+    moved[0] = 0
     if out_pending(out):
+        before = out_left(out)
         r = out_flush(dst, out)
+        moved[0] = before - out_left(out)
         if r < 0:
             return -1
         if r == 0:

@@ -9,6 +9,7 @@ cimport cython
 from libc.stdint cimport uint64_t
 
 from fastproxy._accesslog cimport LogRecord
+from fastproxy._counters cimport RouteCounters
 from fastproxy._http cimport ChunkState, RequestHead, ResponseHead
 
 cdef enum:
@@ -98,6 +99,11 @@ cdef class Exchange:
     cdef object hook_response       # fastproxy.hooks.ResponseHead
     cdef list body_keep             # filter outputs queued to the client, kept alive until written
     cdef bint tee_off               # a tee hook failed: it sees nothing more of this response
+
+    # --- counters ---------------------------------------------------------------------------------------
+    cdef RouteCounters *rctr        # the counters of the request's route (NULL until routed)
+    cdef double started             # when its head was parsed (the latency histogram's start)
+    cdef bint timed                 # its latency is not counted yet
 
     # --- the access log ---------------------------------------------------------------------------------
     cdef LogRecord log

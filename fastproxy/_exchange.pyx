@@ -69,6 +69,9 @@ cdef class Exchange:
         self.body_keep = None
         self.tee_off = 0
         self.log_open = 0
+        self.rctr = NULL
+        self.started = 0
+        self.timed = 0
         self.rewind()
 
     cdef void rewind(self) noexcept:

@@ -187,14 +187,17 @@ cdef class Loop:
                         self.on_event(c, events[i].events)
                 if self.stopping:
                     break
+            c = None                          # no reference kept to the batch's last connection
+            if self.graveyard:
+                self.graveyard = []
             if self.now >= next_tick:
                 next_tick = self.now + TICK_MS / 1000.0
                 self.expire_timers()
                 if self.accept_retry_at > 0 and self.now >= self.accept_retry_at:
                     self.resume_accepting()
                 self.on_tick()
-            if self.graveyard:
-                self.graveyard = []
+                if self.graveyard:
+                    self.graveyard = []
 
     cdef void expire_timers(self):
         cdef TimerNode *node

@@ -5,18 +5,23 @@
 # A layout change bumps LAYOUT_VERSION (a table with another version is recreated, not attached).
 #
 # Layout of the mapping (all offsets in the header, every field an int64_t so one set of atomics fits all):
-#   ShmHeader | GroupSlot[n_groups] | BackendSlot[n_slots] | rows[n_rows]
-#   a row = RowHeader + int64_t active[n_slots] + int64_t requests[n_slots] + int64_t errors[n_slots]
-# Times are CLOCK_MONOTONIC milliseconds (the same clock in every process of the machine).
+#   ShmHeader | GroupSlot[n_groups] | BackendSlot[n_slots] | RouteSlot[n_routes] | rows[n_rows]
+#   a row = RowHeader + WorkerCounters + RouteCounters[n_routes]                      (at row_slots_off:)
+#           + int64_t active[n_slots] + int64_t requests[n_slots] + int64_t errors[n_slots]
+#           + ServerCounters[n_slots]
+# The counter blocks are _counters.pxd's; a row is written only by its worker, except active (see
+# release_row). Times are CLOCK_MONOTONIC milliseconds (the same clock in every process of the machine).
 
 from libc.stdint cimport int64_t, uint64_t
 
+from fastproxy._counters cimport RouteCounters, ServerCounters, WorkerCounters
 from fastproxy._sys cimport (ATOMIC_ACQUIRE, ATOMIC_RELAXED, ATOMIC_RELEASE, ATOMIC_SEQ_CST,
                              atomic_add_fetch_i64, atomic_cas_i64, atomic_load_i64, atomic_store_i64)
 
 cdef enum:
-    LAYOUT_VERSION = 2
+    LAYOUT_VERSION = 4
     ADDR_CAP = 80           # address text as written in the config ("host:port"), NUL padded
+    ROUTE_KEY_CAP = 1288    # a route's host and path as written in the config ("*" "/api/" -> "*/api/")
     NAME_CAP = 64           # upstream name
     RELEASED_CAP = 256      # GroupSlot.released ring (recent releases, for least_conn/least_time heaps)
 
@@ -46,6 +51,14 @@ cdef struct ShmHeader:
     int64_t total_size
     int64_t master_pid
     uint64_t secret[2]          # key of the sticky cookie values (random at creation)
+    int64_t n_routes            # route slots
+    int64_t routes_off
+    int64_t row_slots_off       # byte offset of a row's active[] array from the row's start
+    # counters of released rows (see release_row), so sums never go backwards; a reader retries while a
+    # fold is under way (fold_busy > 0) or one ended while it read (fold_seq moved)
+    int64_t fold_busy
+    int64_t fold_seq
+    WorkerCounters retired
 
 
 cdef struct GroupSlot:
@@ -82,8 +95,18 @@ cdef struct BackendSlot:
     int64_t ewma_us             # response time EWMA, microseconds
     int64_t slow_start_since_ms  # when it last came (back) up: weight ramps from there over slow_start_ms
     int64_t checks              # health probes done (for the CLI / status)
+    int64_t retired_requests    # requests, errors, counters of released rows (while this server has the slot)
+    int64_t retired_errors
+    ServerCounters retired
     int64_t address_len
     char address[ADDR_CAP]
+
+
+cdef struct RouteSlot:
+    int64_t generation          # 0 = free, else the generation that assigned it to this route
+    RouteCounters retired       # counters of released rows
+    int64_t key_len
+    char key[ROUTE_KEY_CAP]
 
 
 cdef struct RowHeader:
@@ -123,8 +146,20 @@ cdef inline BackendSlot *shm_slot(ShmHeader *h, Py_ssize_t i) noexcept nogil:
 cdef inline RowHeader *shm_row(ShmHeader *h, Py_ssize_t r) noexcept nogil:
     return <RowHeader *>(<char *>h + h.rows_off + r * h.row_size)
 
+cdef inline RouteSlot *shm_route(ShmHeader *h, Py_ssize_t i) noexcept nogil:
+    return <RouteSlot *>(<char *>h + h.routes_off + i * sizeof(RouteSlot))
+
+cdef inline WorkerCounters *row_counters(ShmHeader *h, Py_ssize_t r) noexcept nogil:
+    return <WorkerCounters *>(<char *>shm_row(h, r) + sizeof(RowHeader))
+
+cdef inline RouteCounters *row_route(ShmHeader *h, Py_ssize_t r, Py_ssize_t route_slot) noexcept nogil:
+    return <RouteCounters *>(<char *>row_counters(h, r) + sizeof(WorkerCounters)) + route_slot
+
 cdef inline int64_t *row_active(ShmHeader *h, Py_ssize_t r) noexcept nogil:
-    return <int64_t *>(<char *>shm_row(h, r) + sizeof(RowHeader))
+    return <int64_t *>(<char *>shm_row(h, r) + h.row_slots_off)
+
+cdef inline ServerCounters *row_server(ShmHeader *h, Py_ssize_t r, Py_ssize_t slot) noexcept nogil:
+    return <ServerCounters *>(row_active(h, r) + 3 * h.n_slots) + slot
 
 cdef inline int64_t *row_requests(ShmHeader *h, Py_ssize_t r) noexcept nogil:
     return row_active(h, r) + h.n_slots
@@ -139,7 +174,9 @@ cdef class ShmTable:
     cdef int64_t size
 
     cdef ShmHeader *hdr(self) except NULL
-    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows)
+    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows, int n_routes)
     cdef int _free_slot(self)
+    cdef int _find_route(self, const char *key, Py_ssize_t n) noexcept
+    cdef void _fold_row(self, int r) noexcept
     cdef int find_group(self, const char *name, Py_ssize_t n) noexcept
     cdef int find_slot(self, int group, const char *address, Py_ssize_t n) noexcept

@@ -11,7 +11,15 @@ Rules:
   worker sees that a slot it bound was reassigned.
 - Counts every worker changes live in per-worker rows (a worker claims a row with CAS on its pid);
   `active` is also kept as one global counter per slot so max_conns is enforced across workers. When a
-  worker dies, release_row() subtracts its row from the slots and zeroes it.
+  worker dies, release_row() subtracts its row from the slots, folds its monotonic counters (requests,
+  responses, bytes, errors, latency: the blocks of _counters.pxd) into the retired totals (the header's
+  for the worker totals, the route slot's and backend slot's for theirs) and zeroes it: a sum of the
+  live rows plus the retired totals never goes backwards, whatever workers die. Gauges (open
+  connections) go with the row. Retired counts of a slot are zeroed when the slot is given to another
+  server or route.
+- Routes have slots too (RouteSlot, keyed by the route's host and path as written): assign() keeps the slot
+  of a route that remains across a reload, so its counters go on, and each row holds RouteCounters for
+  every route slot.
 - State one process owns (health) is written by that process only (the health checker); operator state
   (admin, runtime weight) by the CLI through the same table.
 """
@@ -23,6 +31,11 @@ import time
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_ANONYMOUS, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+
+from fastproxy._counters cimport (N_GAUGES, count_backend_close, count_backend_open, count_bytes_in,
+                                  count_bytes_out, count_client_close, count_client_open, count_error,
+                                  count_latency, count_request, count_response, count_routed, gauge_add)
+from fastproxy._sys cimport atomic_exchange_i64
 
 cdef uint64_t MAGIC = 0x4C4254534F525046     # "FPROSTBL" little-endian
 
@@ -54,14 +67,37 @@ def path_for_file(config_file):
 
 
 def sizes_for(config):
-    """(n_groups, n_slots, n_rows) with room for reloads that add upstreams, servers or workers."""
+    """(n_groups, n_slots, n_rows, n_routes) with room for reloads that add upstreams, servers, workers or
+    routes."""
     n_servers = sum(len(u.servers) for u in config.upstreams.values())
     return (max(16, 4 * len(config.upstreams)), max(64, 4 * n_servers),
-            max(16, 4 * config.server.workers + 4))
+            max(16, 4 * config.server.workers + 4), max(16, 4 * len(config.routes)))
+
+
+def route_key(route):
+    """A route's identity in the table (and its name for readers): host and path as written, "*/api/"."""
+    return route.host + route.path
+
+
+cdef inline void fold(int64_t *src, int64_t *dst, Py_ssize_t n) noexcept:
+    """Move n counters from src (a released row) to dst (retired totals): each one exchanged with 0 first,
+    so a second release of the same row (the worker itself, then the master) adds nothing twice."""
+    cdef Py_ssize_t i
+    cdef int64_t v
+    for i in range(n):
+        v = atomic_exchange_i64(&src[i], 0, ATOMIC_SEQ_CST)
+        if v:
+            add(&dst[i], v)
+
+
+cdef inline void load_words(int64_t *dst, const int64_t *src, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = ld_relaxed(&src[i])
 
 
 cdef class ShmTable:
-    """ShmTable(path, create=False, n_groups=0, n_slots=0, n_rows=0).
+    """ShmTable(path, create=False, n_groups=0, n_slots=0, n_rows=0, n_routes=0).
 
     path None: an anonymous MAP_SHARED mapping (shared with children forked after this).
     create=True: attach to a valid existing file that is large enough (a new master after an upgrade,
@@ -71,23 +107,23 @@ cdef class ShmTable:
     def __cinit__(self):
         self.h = NULL
 
-    def __init__(self, path=None, create=False, int n_groups=0, int n_slots=0, int n_rows=0):
+    def __init__(self, path=None, create=False, int n_groups=0, int n_slots=0, int n_rows=0, int n_routes=0):
         self.path = path
         if path is not None and (not create or os.path.exists(path)):
-            if self._attach(path, create, n_groups, n_slots, n_rows):
+            if self._attach(path, create, n_groups, n_slots, n_rows, n_routes):
                 return
             if not create:
                 raise ValueError(f"{path}: not a fastproxy table of layout {LAYOUT_VERSION}")
         if not create:
             raise FileNotFoundError(path)
-        self._create(path, max(1, n_groups), max(1, n_slots), max(1, n_rows))
+        self._create(path, max(1, n_groups), max(1, n_slots), max(1, n_rows), n_routes or 16)
 
-    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows):
+    cdef bint _check(self, ShmHeader *h, int64_t size, int n_groups, int n_slots, int n_rows, int n_routes):
         return (size >= <int64_t>sizeof(ShmHeader) and h.magic == MAGIC and h.layout_version == LAYOUT_VERSION
                 and h.total_size == size and h.n_groups >= n_groups and h.n_slots >= n_slots
-                and h.n_rows >= n_rows)
+                and h.n_rows >= n_rows and h.n_routes >= n_routes)
 
-    def _attach(self, path, create, n_groups, n_slots, n_rows):
+    def _attach(self, path, create, n_groups, n_slots, n_rows, n_routes):
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             size = os.fstat(fd).st_size
@@ -98,18 +134,23 @@ cdef class ShmTable:
                 raise OSError("mmap failed")
         finally:
             os.close(fd)
-        if not self._check(<ShmHeader *>p, size, n_groups, n_slots, n_rows):
+        if not self._check(<ShmHeader *>p, size, n_groups, n_slots, n_rows, n_routes):
             munmap(p, size)
             return False
         self.h = <ShmHeader *>p
         self.size = size
         return True
 
-    def _create(self, path, int n_groups, int n_slots, int n_rows):
-        cdef int64_t row_size = sizeof(RowHeader) + 3 * 8 * n_slots
+    def _create(self, path, int n_groups, int n_slots, int n_rows, int n_routes):
+        cdef int64_t row_slots_off = (sizeof(RowHeader) + sizeof(WorkerCounters)
+                                      + n_routes * sizeof(RouteCounters))
+        # rows start on a cache line: two workers never write the same line
+        cdef int64_t row_size = (row_slots_off + 3 * 8 * n_slots + n_slots * sizeof(ServerCounters)
+                                 + 63) & ~63
         cdef int64_t groups_off = (sizeof(ShmHeader) + 63) & ~63
         cdef int64_t slots_off = groups_off + n_groups * sizeof(GroupSlot)
-        cdef int64_t rows_off = (slots_off + n_slots * sizeof(BackendSlot) + 63) & ~63
+        cdef int64_t routes_off = slots_off + n_slots * sizeof(BackendSlot)
+        cdef int64_t rows_off = (routes_off + n_routes * sizeof(RouteSlot) + 63) & ~63
         cdef int64_t total = rows_off + n_rows * row_size
         cdef void *p
         if path is None:
@@ -135,6 +176,9 @@ cdef class ShmTable:
         h.slots_off = slots_off
         h.rows_off = rows_off
         h.row_size = row_size
+        h.n_routes = n_routes
+        h.routes_off = routes_off
+        h.row_slots_off = row_slots_off
         h.total_size = total
         h.master_pid = os.getpid()
         secret = os.urandom(16)
@@ -175,7 +219,7 @@ cdef class ShmTable:
     @property
     def capacity(self):
         h = self.hdr()
-        return {"groups": h.n_groups, "slots": h.n_slots, "rows": h.n_rows}
+        return {"groups": h.n_groups, "slots": h.n_slots, "rows": h.n_rows, "routes": h.n_routes}
 
     # --- lookups ------------------------------------------------------------------------------------
 
@@ -197,6 +241,21 @@ cdef class ShmTable:
                     and memcmp(s.address, address, n) == 0):
                 return i
         return -1
+
+    cdef int _find_route(self, const char *key, Py_ssize_t n) noexcept:
+        cdef int i
+        cdef RouteSlot *rs
+        for i in range(self.h.n_routes):
+            rs = shm_route(self.h, i)
+            if ld(&rs.generation) and rs.key_len == n and memcmp(rs.key, key, n) == 0:
+                return i
+        return -1
+
+    def find_route(self, key):
+        """The route slot of a route_key(), or -1."""
+        self.hdr()
+        bkey = key.encode()[:ROUTE_KEY_CAP]
+        return self._find_route(bkey, len(bkey))
 
     def find(self, upstream, address):
         """The slot index of (upstream name, address text), or -1."""
@@ -235,10 +294,22 @@ cdef class ShmTable:
         new_groups = sum(1 for name in config.upstreams if self.group_index(name) < 0)
         existing = {self._slot_key(i) for i in range(h.n_slots) if ld(&shm_slot(h, i).generation)}
         free_slots = h.n_slots - len(existing & wanted)
-        if new_groups > free_groups or len(wanted - existing) > free_slots:
+        want_routes = {route_key(r) for r in config.routes}
+        keep_routes = want_routes | ({route_key(r) for r in keep.routes} if keep is not None else set())
+        routes_kept = sum(1 for i in range(h.n_routes) if ld(&shm_route(h, i).generation)
+                          and self._route_key(i) in keep_routes)
+        new_routes = sum(1 for k in want_routes if self.find_route(k) < 0)
+        if (new_groups > free_groups or len(wanted - existing) > free_slots
+                or new_routes > h.n_routes - routes_kept):
             raise ValueError(f"the shared table is too small for this config ({h.n_slots} server slots, "
-                             f"{h.n_groups} upstreams); restart the master to resize it")
+                             f"{h.n_groups} upstreams, {h.n_routes} routes); restart the master to resize it")
         gen = add(&h.generation, 1)
+        for i in range(h.n_routes):            # routes: free what went away, bind the new ones
+            if ld(&shm_route(h, i).generation) and self._route_key(i) not in keep_routes:
+                st(&shm_route(h, i).generation, 0)
+        for key in dict.fromkeys(route_key(r) for r in config.routes):    # in config order
+            if self.find_route(key) < 0:
+                self._bind_route(key, gen)
         for i in range(h.n_groups):            # free what went away
             if ld(&shm_group(h, i).generation) and self._group_name(i) not in keep_groups:
                 st(&shm_group(h, i).generation, 0)
@@ -282,6 +353,25 @@ cdef class ShmTable:
             add(&shm_group(h, gi).version, 1)
         return gen
 
+    def _bind_route(self, key, int64_t gen):
+        cdef ShmHeader *h = self.hdr()
+        cdef RouteSlot *rs
+        cdef int i
+        bkey = key.encode()[:ROUTE_KEY_CAP]
+        for i in range(h.n_routes):
+            rs = shm_route(h, i)
+            if not ld(&rs.generation):
+                memset(rs, 0, sizeof(RouteSlot))       # retired counts of a route that went away go too
+                memcpy(rs.key, <char *>bkey, len(bkey))
+                rs.key_len = len(bkey)
+                st(&rs.generation, gen)
+                return i
+        return -1
+
+    def _route_key(self, int i):
+        cdef RouteSlot *rs = shm_route(self.hdr(), i)
+        return rs.key[:rs.key_len].decode()
+
     cdef int _free_slot(self):
         # the free slot freed longest ago would be best; the lowest never-used one is close enough, and
         # reusing a just-freed slot is safe anyway (old workers check its generation)
@@ -315,7 +405,8 @@ cdef class ShmTable:
         raise RuntimeError("no free worker row in the shared table")
 
     def release_row(self, pid):
-        """A worker died or exited: take its in-flight count off the slots and free its row."""
+        """A worker died or exited: take its in-flight count off the slots, fold its counters into the
+        retired totals and free its row."""
         cdef ShmHeader *h = self.hdr()
         cdef int r, i
         cdef int64_t *act
@@ -325,14 +416,36 @@ cdef class ShmTable:
                 continue
             act = row_active(h, r)
             for i in range(h.n_slots):
-                n = ld(&act[i])
+                n = atomic_exchange_i64(&act[i], 0, ATOMIC_SEQ_CST)
                 if n:
                     add(&shm_slot(h, i).active, -n)
-            memset(row_active(h, r), 0, 3 * 8 * h.n_slots)
+            self._fold_row(r)
+            memset(row_counters(h, r), 0, h.row_size - sizeof(RowHeader))
             st(&shm_row(h, r).heartbeat_ms, 0)
             st(&shm_row(h, r).pid, 0)
             return True
         return False
+
+    cdef void _fold_row(self, int r) noexcept:
+        cdef ShmHeader *h = self.h
+        cdef BackendSlot *s
+        cdef RouteSlot *rs
+        cdef int i
+        add(&h.fold_busy, 1)
+        fold(<int64_t *>row_counters(h, r) + N_GAUGES, <int64_t *>&h.retired + N_GAUGES,
+             sizeof(WorkerCounters) // 8 - N_GAUGES)
+        for i in range(h.n_routes):
+            rs = shm_route(h, i)
+            if ld(&rs.generation):
+                fold(<int64_t *>row_route(h, r, i), <int64_t *>&rs.retired, sizeof(RouteCounters) // 8)
+        for i in range(h.n_slots):
+            s = shm_slot(h, i)
+            if ld(&s.generation):
+                fold(&row_requests(h, r)[i], &s.retired_requests, 1)
+                fold(&row_errors(h, r)[i], &s.retired_errors, 1)
+                fold(<int64_t *>row_server(h, r, i), <int64_t *>&s.retired, sizeof(ServerCounters) // 8)
+        add(&h.fold_seq, 1)
+        add(&h.fold_busy, -1)
 
     def reap_rows(self):
         """Release the rows of processes that no longer exist (after a master crash or SIGKILL)."""
@@ -411,7 +524,99 @@ cdef class ShmTable:
         for _i in range(n):
             add(p, 1)
 
+    def _test_count(self, int row, str event, double value=0, int route_slot=-1, int slot=-1):
+        """Test hook: one call of _counters.pxd's inline function for event on a row, as the core makes it
+        (route_slot / slot -1: no route / no server counters)."""
+        cdef ShmHeader *h = self.hdr()
+        cdef WorkerCounters *w = row_counters(h, row)
+        cdef RouteCounters *rc = row_route(h, row, route_slot) if route_slot >= 0 else NULL
+        cdef ServerCounters *sc = row_server(h, row, slot) if slot >= 0 else NULL
+        if event == "client_open":
+            count_client_open(w)
+        elif event == "client_close":
+            count_client_close(w)
+        elif event == "backend_open":
+            count_backend_open(w)
+        elif event == "backend_close":
+            count_backend_close(w)
+        elif event == "backend_idle":
+            gauge_add(&w.backend_idle, <int64_t>value)
+        elif event == "request":
+            count_request(w)
+            count_routed(rc)
+        elif event == "response":
+            count_response(w, rc, sc, <int>value)
+        elif event == "bytes_in":
+            count_bytes_in(w, <int64_t>value)
+        elif event == "bytes_out":
+            count_bytes_out(w, rc, sc, <int64_t>value)
+        elif event == "error":
+            count_error(w, <int>value)
+        elif event == "latency":
+            count_latency(w, value)
+        else:
+            raise ValueError(event)
+
     # --- reading ------------------------------------------------------------------------------------
+
+    def counters(self):
+        """The counters as they are now, unsummed (fastproxy/counters.py shapes and sums them):
+
+            {"rows": [{"row", "pid", "generation", "worker": {field: value | [values]},
+                       "routes": {route slot: {...}}, "servers": {slot: {...}}}, ...],
+             "retired": {"worker": {...}, "routes": {route slot: {...}}, "servers": {slot: {...}}},
+             "routes": {route slot: key}, "servers": {slot: (upstream, address)}}
+
+        Only assigned route and server slots appear. Read again while a row is being folded into the
+        retired totals (so nothing is counted twice or missed); after 100 tries (a process killed mid-fold)
+        the last reading is returned as it is.
+        """
+        cdef ShmHeader *h = self.hdr()
+        cdef int64_t seq
+        for _ in range(100):
+            seq = ld(&h.fold_seq)
+            if ld(&h.fold_busy) == 0:
+                out = self._read_counters()
+                if ld(&h.fold_busy) == 0 and ld(&h.fold_seq) == seq:
+                    return out
+            time.sleep(0.001)
+        return self._read_counters()
+
+    def _read_counters(self):
+        cdef ShmHeader *h = self.hdr()
+        cdef WorkerCounters w
+        cdef RouteCounters rc
+        cdef ServerCounters sc
+        cdef int r, i
+        routes = {i: self._route_key(i) for i in range(h.n_routes) if ld(&shm_route(h, i).generation)}
+        servers = {i: self._slot_key(i) for i in range(h.n_slots) if ld(&shm_slot(h, i).generation)}
+        rows = []
+        for r in range(h.n_rows):
+            pid = ld(&shm_row(h, r).pid)
+            if not pid:
+                continue
+            load_words(<int64_t *>&w, <int64_t *>row_counters(h, r), sizeof(WorkerCounters) // 8)
+            row = {"row": r, "pid": pid, "generation": ld(&shm_row(h, r).generation), "worker": w,
+                   "routes": {}, "servers": {}}
+            for i in routes:
+                load_words(<int64_t *>&rc, <int64_t *>row_route(h, r, i), sizeof(RouteCounters) // 8)
+                row["routes"][i] = rc
+            for i in servers:
+                load_words(<int64_t *>&sc, <int64_t *>row_server(h, r, i), sizeof(ServerCounters) // 8)
+                row["servers"][i] = dict(sc, requests=ld_relaxed(&row_requests(h, r)[i]),
+                                         errors=ld_relaxed(&row_errors(h, r)[i]),
+                                         active=ld_relaxed(&row_active(h, r)[i]))
+            rows.append(row)
+        load_words(<int64_t *>&w, <int64_t *>&h.retired, sizeof(WorkerCounters) // 8)
+        retired = {"worker": w, "routes": {}, "servers": {}}
+        for i in routes:
+            load_words(<int64_t *>&rc, <int64_t *>&shm_route(h, i).retired, sizeof(RouteCounters) // 8)
+            retired["routes"][i] = rc
+        for i in servers:
+            load_words(<int64_t *>&sc, <int64_t *>&shm_slot(h, i).retired, sizeof(ServerCounters) // 8)
+            retired["servers"][i] = dict(sc, requests=ld_relaxed(&shm_slot(h, i).retired_requests),
+                                         errors=ld_relaxed(&shm_slot(h, i).retired_errors), active=0)
+        return {"rows": rows, "retired": retired, "routes": routes, "servers": servers}
 
     def snapshot(self):
         """Every assigned server as a dict (read-only copy): fastproxy backends, status, tests."""
@@ -425,7 +630,8 @@ cdef class ShmTable:
             s = shm_slot(h, i)
             if not ld(&s.generation):
                 continue
-            requests = errors = 0
+            requests = ld(&s.retired_requests)
+            errors = ld(&s.retired_errors)
             for r in live_rows:
                 requests += ld(&row_requests(h, r)[i])
                 errors += ld(&row_errors(h, r)[i])

@@ -134,5 +134,6 @@ cdef extern from * nogil:
     void atomic_store_i64 "__atomic_store_n"(int64_t *p, int64_t v, int order)
     int64_t atomic_add_fetch_i64 "__atomic_add_fetch"(int64_t *p, int64_t v, int order)
     int64_t atomic_fetch_add_i64 "__atomic_fetch_add"(int64_t *p, int64_t v, int order)
+    int64_t atomic_exchange_i64 "__atomic_exchange_n"(int64_t *p, int64_t v, int order)
     bint atomic_cas_i64 "__atomic_compare_exchange_n"(int64_t *p, int64_t *expected, int64_t desired,
                                                       bint weak, int success_order, int failure_order)

@@ -102,10 +102,12 @@ def backoff_delay(failures):
 
 
 class UnionConfig:
-    """Several configs seen as one by _shm.Table.assign(keep=...): every upstream with all their servers."""
+    """Several configs seen as one by _shm.Table.assign(keep=...): every upstream with all their servers,
+    and every route (route slots are kept by host and path)."""
 
     def __init__(self, configs):
         self.upstreams = {}
+        self.routes = [r for c in configs for r in c.routes]
         for c in configs:
             for name, up in c.upstreams.items():
                 servers = self.upstreams.setdefault(name, SimpleNamespace(servers=[])).servers

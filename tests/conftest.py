@@ -10,7 +10,7 @@
                                                    a binary upgrade creates (helpers/load.py)
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
-workers' debug stats show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
+workers' counters in the shared table show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
 asserts its whole process group is gone, the health checker (if the config has `health`) included; then the
 backends are stopped by PID.
 helpers.running.free_port() gives a port nothing listens on (for listeners, and as a dead upstream).

@@ -51,7 +51,7 @@ def requests_per_worker(proxy):
 
 
 def wait_every_worker_served(proxy, before):
-    """Both workers' request counters moved past before (the stats files lag changes by ~100 ms)."""
+    """Both workers' request counters moved past before."""
     procs.wait_for(lambda: len(now := requests_per_worker(proxy)) == proxy.n_workers
                    and all(now[p] > before.get(p, 0) for p in now),
                    timeout=10, message=f"every worker to serve some of the requests (before: {before})")

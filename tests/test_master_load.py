@@ -1,7 +1,7 @@
 """The master under load: reload, broken reload, binary upgrade, rollback and a killed worker while wrk
 drives traffic through fastproxy, over kept-alive connections and with a new connection per request.
 
-Each test starts wrk for a few seconds, waits (by polling the workers' stats) until traffic flows, acts
+Each test starts wrk for a few seconds, waits (by polling the workers' counters) until traffic flows, acts
 with real signals on real processes, checks that the action was complete while wrk still ran (else the
 test would prove nothing), then asserts on wrk's own counts: its "Socket errors" line, its "Non-2xx or 3xx
 responses" line, and per-status / per-backend counts from a Lua script. The figures are printed (-s).

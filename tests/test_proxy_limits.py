@@ -238,4 +238,4 @@ def test_upstream_pool_size_limit(proxy, backends):
     assert b.connections() == 3
     # afterwards the pool keeps at most one of them
     procs.wait_for(lambda: b.open_connections() == 1, message="pool trimmed to keepalive = 1")
-    procs.wait_for(lambda: p.total("upstream_idle") == 1, message="one idle upstream connection")
+    procs.wait_for(lambda: p.total("backend_idle") == 1, message="one idle upstream connection")

@@ -38,8 +38,8 @@ if [ "${1:-}" = "--install" ]; then
     python -m pip install -q --upgrade pip 'setuptools>=68' wheel 'cython>=3.0'
     python -m pip install -q -e '.[test]'
 
-    step "build the Cython modules"
-    python setup.py -q build_ext --inplace
+    step "build the Cython modules (the debug build: leak tests count live objects)"
+    FASTPROXY_DEBUG=1 python setup.py -q build_ext --inplace --force
 fi
 
 step "tests"

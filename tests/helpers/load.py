@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from fastproxy import counters
 from helpers import procs
 from helpers.running import REPO_DIR, free_port
 
@@ -93,9 +94,7 @@ class Served:
         self.port = int(re.search(r'address = "127\.0\.0\.1:(\d+)"', config_text).group(1))
         self.pidfile = os.path.join(workdir, "fp.pid")
         self.log_path = os.path.join(workdir, "proxy.log")
-        self.stats_dir = os.path.join(workdir, "stats")
-        os.makedirs(self.stats_dir, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=REPO_DIR, FASTPROXY_STATS_DIR=self.stats_dir)
+        env = dict(os.environ, PYTHONPATH=REPO_DIR)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fastproxy", "serve", "-c", self.config_path],
@@ -166,20 +165,14 @@ class Served:
         return out
 
     def requests_served(self, pids=None):
-        """Requests counted by the workers' debug stats files (dead workers' final counts included)."""
-        total = 0
-        for name in os.listdir(self.stats_dir):
-            if not name.endswith(".stats") or (pids is not None and int(name[:-6]) not in pids):
-                continue
-            try:
-                with open(os.path.join(self.stats_dir, name)) as f:
-                    for line in f:
-                        key, _, value = line.partition(" ")
-                        if key == "requests":
-                            total += int(value)
-            except (FileNotFoundError, ValueError):
-                continue
-        return total
+        """Requests counted in the shared table: by every worker, dead ones included (the retired totals),
+        or by the live workers among pids. Every master of this config file uses the same table."""
+        try:
+            if pids is None:
+                return counters.read(self.config_path)["requests"]
+            return sum(c["requests"] for pid, c in counters.per_worker(self.config_path).items() if pid in pids)
+        except FileNotFoundError:
+            return 0
 
     def alive(self, pid):
         if pid is None:

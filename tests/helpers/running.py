@@ -12,6 +12,7 @@ import tomllib
 
 import h11
 
+from fastproxy import counters
 from helpers import procs
 from helpers.client import Client
 
@@ -193,7 +194,8 @@ def parse_requests(data, closed=False):
 
 
 class RunningProxy:
-    """`python -m fastproxy serve -c FILE` in its own process group, with per-worker debug stats."""
+    """`python -m fastproxy serve -c FILE` in its own process group; its counters read from the shared
+    table (fastproxy.counters), as any process can."""
 
     def __init__(self, config_text, workdir):
         self.config_text = config_text
@@ -203,8 +205,7 @@ class RunningProxy:
         workers = self.config.get("server", {}).get("workers", 1)
         self.n_workers = os.cpu_count() if workers == "auto" else int(workers)
         self.dir = workdir
-        self.stats_dir = os.path.join(workdir, "stats")
-        os.makedirs(self.stats_dir, exist_ok=True)
+        os.makedirs(workdir, exist_ok=True)
         self.config_path = os.path.join(workdir, "proxy.toml")
         with open(self.config_path, "w") as f:
             f.write(config_text)
@@ -215,7 +216,6 @@ class RunningProxy:
         self.connections_made = 0  # client connections opened to the proxy (the readiness probes too)
         env = dict(
             os.environ,
-            FASTPROXY_STATS_DIR=self.stats_dir,
             PYTHONPATH=REPO_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""),
         )
         with open(self.log_path, "wb") as log:
@@ -295,42 +295,31 @@ class RunningProxy:
         self.checkers_seen.update(pids)
         return pids
 
+    def counters(self):
+        """The workers' counters summed (fastproxy.counters.read: dead workers' counts included)."""
+        return counters.read(self.config_path)
+
     def stats(self):
-        """{worker pid: {counter: int}} from FASTPROXY_STATS_DIR, for the live workers."""
-        out = {}
-        for pid in self.worker_pids():
-            path = os.path.join(self.stats_dir, f"{pid}.stats")
-            try:
-                with open(path) as f:
-                    text = f.read()
-            except FileNotFoundError:
-                continue
-            counters = {}
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) == 2:
-                    counters[parts[0]] = int(parts[1])
-            out[pid] = counters
-        return out
+        """{worker pid: counters} of the live workers (fastproxy.counters.per_worker)."""
+        live = set(self.worker_pids())
+        return {pid: c for pid, c in counters.per_worker(self.config_path).items() if pid in live}
 
     def total(self, key):
-        return sum(s.get(key, 0) for s in self.stats().values())
+        return self.counters()[key]
 
     def quiescent(self):
-        """Every worker reports no open client connection and no upstream connection mid-request.
+        """No worker holds a client connection, nor a backend connection mid-request (only idle ones).
 
-        The stats files are rewritten within ~100 ms of a change: a snapshot counts only once it has seen
-        every connection the test made (so an old one cannot hide a leak).
+        The counters only count a connection once it is accepted: a reading counts once it has seen
+        every connection the test made (so one still queued cannot hide a leak).
         """
-        stats = self.stats()
-        if len(stats) != len(self.worker_pids()):
+        c = self.counters()
+        if c["client_total"] < self.connections_made:
             return False
-        if sum(s.get("client_total", 0) for s in stats.values()) < self.connections_made:
-            return False
-        return all(
-            s.get("client_open") == 0 and s.get("upstream_open") == s.get("upstream_idle")
-            for s in stats.values()
-        )
+        # idle connections hold no buffer; in the debug build (tools/test.sh) the objects are counted too:
+        # one per open connection, and no exchange outlives its request
+        return (c["client_open"] == 0 and c["backend_open"] == c["backend_idle"] and c["buffers_in_use"] == 0
+                and c["debug_exchanges"] == 0 and c["debug_conn_objects"] in (0, c["backend_open"]))
 
     def running(self):
         return self.proc.poll() is None
@@ -341,7 +330,7 @@ class RunningProxy:
         try:
             procs.wait_for(self.quiescent, timeout=timeout, message="every proxy connection to be closed")
         except AssertionError:
-            raise AssertionError(f"connection leak: worker stats {self.stats()}") from None
+            raise AssertionError(f"connection leak: worker counters {self.stats()}") from None
 
     def stop(self, check=True):
         """TERM the master, wait for it, and check that nothing of its process group is left."""
@@ -375,7 +364,7 @@ def settle(proxy, backends, timeout=10.0):
     closed has been seen closed by its backend: after this, what the backends recorded is final."""
     proxy.wait_quiescent(timeout)
     procs.wait_for(
-        lambda: sum(b.open_connections() for b in backends) <= proxy.total("upstream_open"),
+        lambda: sum(b.open_connections() for b in backends) <= proxy.total("backend_open"),
         timeout=timeout,
         message="backends to see the proxy's closed connections",
     )
