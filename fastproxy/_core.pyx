@@ -349,8 +349,6 @@ cdef class Core(Loop):
             self.alog.flush()
         self.alog = AccessLog(fd, fmt) if fd >= 0 else None
 
-
-
     # --- the loop's callbacks ---------------------------------------------------------------------
 
     cdef void on_event(self, Conn conn, unsigned int events):

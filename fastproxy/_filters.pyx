@@ -331,7 +331,7 @@ cdef class PythonHooks(Filter):
         return FILTER_ANSWERED
 
     cdef Py_ssize_t on_backend_head_hooks(self, Exchange ex, Client c, char *head, Py_ssize_t n,
-                                    Py_ssize_t cap):
+                                          Py_ssize_t cap):
         cdef bytes new
         req = ex.hook_request
         if req is None or not req.edited:
@@ -343,7 +343,7 @@ cdef class PythonHooks(Filter):
         return len(new)
 
     cdef Py_ssize_t on_response_hooks(self, Exchange ex, Client c, char *head, Py_ssize_t n,
-                                Py_ssize_t cap):
+                                      Py_ssize_t cap):
         cdef bytes new
         lines = PyBytes_FromStringAndSize(head, n - 4).decode("latin-1").split("\r\n")[1:]
         resp = self.api.ResponseHead(ex.status, [tuple(part.strip(" \t") for part in line.split(":", 1))

@@ -28,7 +28,7 @@ cdef class TimerWheel:
     cdef TimerNode pending                  # the slot being processed, detached
     cdef long long armed                    # nodes linked (for tests and the debug counts)
 
-    cdef void place(self, TimerNode *n) noexcept nogil
+    cdef void place(self, TimerNode *n, bint due_to_pending) noexcept nogil
     cdef void arm(self, TimerNode *n, double deadline) noexcept nogil
     cdef void cancel(self, TimerNode *n) noexcept nogil
     cdef TimerNode *pop_expired(self, double now) noexcept nogil
