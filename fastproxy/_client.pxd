@@ -13,6 +13,7 @@ from fastproxy._transport cimport Outgoing
 
 cdef enum ClientState:
     CS_HEAD = 1                 # reading a request head (idle while no byte of it has come)
+    CS_BODY                     # reading a request body whole before a backend is picked (buffering)
     CS_PROXY                    # a request is being proxied
     CS_TUNNEL                   # after 101 Switching Protocols: bytes both ways
     CS_ANSWER                   # writing an answer of the proxy's own, then the next request
@@ -32,6 +33,8 @@ cdef class Client(Conn):
     cdef bint tunnel_eof            # tunnel: the client closed its side
     cdef bint backend_eof           # tunnel: the backend closed its side
     cdef double idle_since          # when it last became idle between requests
+    cdef double head_start          # when the current request head began (the min_rate clock)
+    cdef long long head_bytes       # its bytes received so far
     cdef char addr[46]              # the client's IP as text (INET6_ADDRSTRLEN)
     cdef int addr_len
 

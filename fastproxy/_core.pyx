@@ -27,6 +27,10 @@ Rules of this module:
   (connect, reset, timeout, bad response) count against it in the balancer and allow a retry; a client
   that is slow or leaves, and our own lack of resources, never do. While the backend waits for the
   client's body, only the client's timer runs.
+- A request body is read whole before a backend is picked (route request_buffering, on by default:
+  nginx's proxy_request_buffering): in the connection's buffer when it fits, else in an unlinked file.
+  A slow client then never holds a backend connection, and the request can be retried elsewhere. A client
+  must keep up [limits] min_rate bytes/s while it sends a head or a body (Apache's MinRate).
 - Connections hold their buffers only while they have work; a client holds an Exchange only while a
   request is under way.
 - Counters live in this worker's row of the shared table (_counters.pxd): one inline call per event, at
@@ -36,8 +40,9 @@ Rules of this module:
 
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from libc.string cimport memcmp, memcpy
-from posix.unistd cimport close, read
+from libc.errno cimport EINTR, errno
+from libc.string cimport memcmp, memcpy, memmove
+from posix.unistd cimport close, pread, read, write
 
 from fastproxy._accesslog cimport AccessLog, LogRecord
 from fastproxy._backend cimport (BS_ACTIVE, BS_CLOSED, BS_CONNECTING, BS_IDLE, BackendConn, Server,
@@ -53,8 +58,8 @@ from fastproxy._counters cimport (ERR_BAD_REQUEST, ERR_CLIENT_ABORT, ERR_CLIENT_
                                   count_latency, count_request, count_response, count_routed, gauge_add)
 from fastproxy._buffers cimport Buffer, BufferPool, buffer_make_room
 from fastproxy._debug cimport DEBUG
-from fastproxy._client cimport (CS_ANSWER, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY, CS_TUNNEL,
-                                Client, format_addr)
+from fastproxy._client cimport (CS_ANSWER, CS_BODY, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY,
+                                CS_TUNNEL, Client, format_addr)
 from fastproxy._exchange cimport (F_BAD_RESPONSE, F_CONNECT, F_CONNECT_TIMEOUT, F_LOCAL, F_RESET, F_STALE,
                                   F_TIMEOUT, FRAME_AS_IS, FRAME_CHUNKED, FRAME_CLOSE, FRAME_DECHUNK,
                                   RS_BODY, RS_DONE, RS_WAIT_HEAD, TRIED_MAX, Exchange)
@@ -83,6 +88,7 @@ from fastproxy._loop import debug_live_conns
 
 cdef enum:
     HEAD_SLACK = 4096           # room a rewritten head may grow by (forwarding fields, Connection, filters)
+    MAX_INTERIM = 16            # 1xx responses one request may get before the backend is deemed broken
 
 cdef double LINGER_SECONDS = 2.0       # how long an answered-and-closing client may keep sending
 cdef double DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is closed after this
@@ -174,6 +180,19 @@ cdef inline void set_nodelay(int fd) noexcept nogil:
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
 
 
+def spool_file(directory):
+    """An unlinked temporary file (O_TMPFILE where the filesystem has it); returns its fd."""
+    import os
+    import tempfile
+    directory = directory or tempfile.gettempdir()
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd, path = tempfile.mkstemp(dir=directory)
+        os.unlink(path)
+        return fd
+
+
 cdef Py_ssize_t chunk_size_line(char *out, Py_ssize_t n) noexcept nogil:
     """ "<hex>\\r\\n" for a chunk of n bytes, into out (24 bytes); returns its length."""
     cdef char digits[16]
@@ -208,6 +227,9 @@ cdef class Core(Loop):
     cdef long long max_body
     cdef double t_client_header, t_client_body, t_keepalive
     cdef double t_connect, t_read, t_send, t_drain
+    cdef double min_rate, rate_grace  # bytes/s a client must keep up once rate_grace has passed (0: off)
+    cdef object spool_dir           # where request bodies larger than the buffer go (None: system temp)
+    cdef long long spool_max        # largest body buffered in a file (0: none)
     cdef bytes server_header
     cdef const char *server_header_ptr    # into server_header, for the hot path
     cdef Py_ssize_t server_header_len
@@ -254,6 +276,10 @@ cdef class Core(Loop):
         self.t_read = t.upstream_read
         self.t_send = t.upstream_send
         self.t_drain = config.server.drain_timeout
+        self.min_rate = getattr(lim, "min_rate", 0)
+        self.rate_grace = getattr(t, "rate_grace", 0.0)
+        self.spool_dir = getattr(lim, "spool_dir", None)
+        self.spool_max = getattr(lim, "spool_max_size", 0)
         self.server_header = (config.server.server_header or "").encode("latin-1")
         self.server_header_ptr = self.server_header
         self.server_header_len = len(self.server_header)
@@ -357,6 +383,8 @@ cdef class Core(Loop):
             c = <Client>conn
             if c.state == CS_HEAD:
                 self.client_read_head(c)
+            elif c.state == CS_BODY:
+                self.read_body(c, c.ex)
             elif c.state == CS_PROXY:
                 self.pump(c)
             elif c.state == CS_TUNNEL:
@@ -477,8 +505,11 @@ cdef class Core(Loop):
             n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
             if n > 0:
                 count_bytes_in(self.wc, n)
-                if avail == 0:
-                    self.arm(c, self.now + self.t_client_header)    # a head has begun
+                if avail == 0:            # a head has begun
+                    c.head_start = self.now
+                    c.head_bytes = 0
+                c.head_bytes += n
+                self.arm(c, self.head_deadline(c))
                 c.rb.end += n
             elif n == IO_AGAIN:
                 if c.rb.end == c.rb.start:
@@ -529,11 +560,159 @@ cdef class Core(Loop):
             self.answer_error(c, 404)     # a route for its filters only, and none answered
             return
         self.balancing_key(c, ex)
-        c.state = CS_PROXY
         self.disarm(c)
         # RFC 9110 10.1.1: we want the body, so say so now, unless it is already on its way.
         if ex.req.expect_continue and not ex.req_done and c.rb.end == ex.fwd and ex.req.version_minor == 1:
             self.send_continue(c, ex)
+        ex.body_start = self.now
+        if not ex.req_done and self.routes.routes[ri].buffering and self.may_buffer(c, ex):
+            c.state = CS_BODY
+            ex.scanned = ex.fwd
+            self.read_body(c, ex)
+            return
+        c.state = CS_PROXY
+        self.connect_backend(c, ex)
+
+    # --- deadlines of a client sending its request ------------------------------------------------------
+
+    cdef inline double head_deadline(self, Client c):
+        """A head must come whole within client_header, and at min_rate once rate_grace has passed."""
+        cdef double d = c.head_start + self.t_client_header, r
+        if self.min_rate > 0:
+            r = c.head_start + self.rate_grace + c.head_bytes / self.min_rate
+            if r < d:
+                d = r
+        return d
+
+    cdef inline double body_deadline(self, Exchange ex):
+        """A body must keep coming: client_body between reads, and min_rate once rate_grace has passed."""
+        cdef double d = self.now + self.t_client_body, r
+        if self.min_rate > 0:
+            r = ex.body_start + self.rate_grace + ex.body_bytes / self.min_rate
+            if r < d:
+                d = r
+        return d
+
+    # --- request buffering ------------------------------------------------------------------------------
+
+    cdef inline bint may_buffer(self, Client c, Exchange ex):
+        """A Content-Length body is buffered if it fits the buffer or the spool limit; else streamed."""
+        return (ex.req.body_kind != BODY_LENGTH or
+                ex.fwd + ex.req.content_length <= c.rb.cap or ex.req.content_length <= self.spool_max)
+
+    cdef void read_body(self, Client c, Exchange ex):
+        """Read the request body whole (into the buffer, or a file when it outgrows it), then pick a
+        backend."""
+        cdef Py_ssize_t n, shift
+        cdef int r
+        while True:
+            r = self.scan_body(c, ex)
+            if r < 0:
+                return
+            if r == 1:
+                self.body_read(c, ex)
+                return
+            if ex.spool_fd >= 0 and not self.spool(c, ex, ex.scanned):
+                return
+            if not c.tp.rd_ready:
+                self.arm(c, self.body_deadline(ex))
+                return
+            if c.rb.end == c.rb.cap:
+                if c.rb.start > 0:
+                    shift = c.rb.start
+                    buffer_make_room(&c.rb)
+                    ex.req_start -= shift
+                    ex.fwd -= shift
+                    ex.scanned -= shift
+                    continue
+                # the body outgrows the buffer: on to a file
+                if self.spool_max == 0:     # no files: stream it after all (nothing was sent yet)
+                    self.body_read(c, ex)
+                    return
+                if not self.open_spool(c, ex) or not self.spool(c, ex, ex.scanned):
+                    return
+            n = tp_read(&c.tp, c.rb.data + c.rb.end, c.rb.cap - c.rb.end)
+            if n > 0:
+                count_bytes_in(self.wc, n)
+                c.rb.end += n
+                ex.body_bytes += n
+                self.arm(c, self.body_deadline(ex))
+            elif n == IO_AGAIN:
+                self.arm(c, self.body_deadline(ex))
+                return
+            else:
+                self.abort(c, ERR_CLIENT_ABORT)     # the client left in the middle of its request
+                return
+
+    cdef int scan_body(self, Client c, Exchange ex):
+        """Check the framing of the body bytes read since the last call: 1 the body is complete (it ends
+        at ex.scanned), 0 more is needed, -1 the body is bad (answered)."""
+        cdef Py_ssize_t avail = c.rb.end - ex.scanned, take, outlen
+        if ex.req.body_kind == BODY_LENGTH:
+            take = avail if avail < ex.req_left else ex.req_left
+            ex.req_left -= take
+            ex.scanned += take
+            return ex.req_left == 0
+        if avail == 0:
+            return 0
+        take = chunked_feed(&ex.req_chunk, c.rb.data + ex.scanned, avail, 0, &outlen)
+        if take < 0:
+            count_error(self.wc, ERR_BAD_REQUEST)
+            self.answer_error(c, 400)
+            return -1
+        ex.scanned += take
+        ex.req_body_seen += take
+        if self.max_body and ex.req_body_seen > self.max_body + 64:
+            count_error(self.wc, ERR_BAD_REQUEST)
+            self.answer_error(c, 413)
+            return -1
+        return ex.req_chunk.done
+
+    cdef bint open_spool(self, Client c, Exchange ex):
+        """An unlinked temporary file for this body. False: none could be made (answered 500)."""
+        try:
+            ex.spool_fd = spool_file(self.spool_dir)
+        except OSError as e:
+            self.spool_failed(c, "cannot create a file in %s: %s" % (self.spool_dir or "the temp dir", e))
+            return 0
+        return 1
+
+    cdef bint spool(self, Client c, Exchange ex, Py_ssize_t upto):
+        """Move the body bytes from the buffer (up to `upto`) to the file; pipelined bytes after the body
+        stay in the buffer right after the head. False: the write failed (answered 500)."""
+        cdef Py_ssize_t n = upto - ex.fwd, done = 0, w
+        while done < n:
+            w = write(ex.spool_fd, c.rb.data + ex.fwd + done, n - done)
+            if w < 0:
+                if errno == EINTR:
+                    continue
+                self.spool_failed(c, "cannot write a request body to its file: errno %d" % errno)
+                return 0
+            done += w
+        ex.spool_len += n
+        if ex.spool_len > self.spool_max:       # a chunked body past the limit (a sized one never gets here)
+            count_error(self.wc, ERR_BAD_REQUEST)
+            self.answer_error(c, 413)
+            return 0
+        memmove(c.rb.data + ex.fwd, c.rb.data + upto, c.rb.end - upto)
+        c.rb.end -= n
+        ex.scanned = ex.fwd
+        return 1
+
+    cdef void spool_failed(self, Client c, str why):
+        from fastproxy.log import log
+        log("worker %d: %s" % (self.worker_id, why))
+        count_error(self.wc, ERR_LOCAL_RESOURCE)
+        self.answer_error(c, 500)
+
+    cdef void body_read(self, Client c, Exchange ex):
+        """The whole body is in (or, without a file to put it in, as much as fits): pick a backend. The body
+        goes out from where it is (buffer or file), the rest streamed."""
+        if ex.spool_fd >= 0 and not self.spool(c, ex, ex.scanned):
+            return
+        ex.rewind()
+        c.state = CS_PROXY
+        self.disarm(c)
         self.connect_backend(c, ex)
 
     cdef void open_log(self, Client c, Exchange ex):
@@ -903,6 +1082,8 @@ cdef class Core(Loop):
         1 some queued, 0 none available, -1 the body is bad (answered).
         """
         cdef Py_ssize_t avail = c.rb.end - ex.fwd, take, outlen
+        if ex.spool_fd >= 0:
+            return self.frame_spooled_body(ex, b)
         if ex.req_done or avail <= 0 or b.out.consume > 0:
             return 0
         if ex.req.body_kind == BODY_LENGTH:
@@ -923,6 +1104,20 @@ cdef class Core(Loop):
         out_push(&b.out, c.rb.data + ex.fwd, outlen)
         b.out.consume = take
         self.disarm(c)
+        return 1
+
+    cdef int frame_spooled_body(self, Exchange ex, BackendConn b):
+        """The next piece of a body kept in a file, through the backend's head buffer once the head is out."""
+        cdef Py_ssize_t n
+        if ex.req_done or out_pending(&b.out):
+            return 0
+        n = pread(ex.spool_fd, b.head, min(self.head_cap, ex.spool_len - ex.spool_off), ex.spool_off)
+        if n <= 0:
+            return 0                    # cannot happen (our own file); the backend's timer then ends it
+        ex.spool_off += n
+        ex.req_done = ex.spool_off == ex.spool_len
+        out_push(&b.out, b.head, n)
+        b.out.consume = 0
         return 1
 
     cdef int step_request(self, Client c):
@@ -958,7 +1153,7 @@ cdef class Core(Loop):
         # need more request body from the client: only the client's timer runs meanwhile
         if not c.tp.rd_ready:
             if c.timer.deadline == 0:
-                self.arm(c, self.now + self.t_client_body)
+                self.arm(c, self.body_deadline(ex))
             return 0
         if c.rb.end == c.rb.cap:
             if ex.replayable:
@@ -974,7 +1169,8 @@ cdef class Core(Loop):
         if n > 0:
             count_bytes_in(self.wc, n)
             c.rb.end += n
-            self.arm(c, self.now + self.t_client_body)
+            ex.body_bytes += n
+            self.arm(c, self.body_deadline(ex))
             return 1
         if n == IO_AGAIN:
             return 0
@@ -1137,7 +1333,11 @@ cdef class Core(Loop):
         cdef bint reframe
         if 100 <= status < 200 and status != 101:
             # Interim responses (RFC 9110 15.2) go to 1.1 clients as they are, except a 100 Continue
-            # we already sent ourselves.
+            # we already sent ourselves. An endless run of them is a broken backend.
+            ex.n_interim += 1
+            if ex.n_interim > MAX_INTERIM:
+                self.backend_failed(c, F_BAD_RESPONSE)
+                return -1
             if ex.req.version_minor == 1 and not (status == 100 and ex.sent_continue):
                 if head_len > self.head_cap:
                     self.backend_failed(c, F_BAD_RESPONSE)
@@ -1255,6 +1455,8 @@ cdef class Core(Loop):
         if c.rb.start == c.rb.end:
             self.buffers.give(&c.rb, &c.head)   # idle between requests: no buffer until bytes come
         c.idle_since = self.now
+        c.head_start = self.now           # a pipelined head may already be here
+        c.head_bytes = c.rb.end - c.rb.start
         # while draining, a kept-alive client gets a short grace for its next request, then goes
         self.arm(c, self.now + (DRAIN_IDLE_GRACE if self.draining else self.t_keepalive))
         self.client_read_head(c)
@@ -1390,6 +1592,9 @@ cdef class Core(Loop):
                 self.answer_error(c, 408)
             else:
                 self.close_client(c)      # idle keep-alive connection
+        elif c.state == CS_BODY:
+            count_error(self.wc, ERR_CLIENT_TIMEOUT)
+            self.answer_error(c, 408)       # too slow with its body: no backend ever saw it
         elif c.state == CS_PROXY:
             if ex.resp_started or ex.req_done:
                 self.abort(c, ERR_CLIENT_TIMEOUT)   # the client stopped reading the response

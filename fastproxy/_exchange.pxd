@@ -55,6 +55,13 @@ cdef class Exchange:
     cdef long long req_body_seen
     cdef ChunkState req_chunk
     cdef bint sent_continue
+    # request buffering (route request_buffering): the body is read whole before a backend is picked
+    cdef Py_ssize_t scanned         # client-buffer offset up to which the body's framing was checked
+    cdef double body_start          # when its body began (the min_rate clock)
+    cdef long long body_bytes       # body bytes received so far
+    cdef int spool_fd               # the body is in this unlinked file (-1: in the buffer)
+    cdef long long spool_len        # bytes in it
+    cdef long long spool_off        # bytes of it sent to the backend
     cdef int route                  # index of the matched route (-1: none)
     cdef int filters                # the route's FilterFlag bits (0: the fast path)
     cdef object chain               # the route's FilterChain when filters != 0
@@ -78,6 +85,7 @@ cdef class Exchange:
     # --- the response ---------------------------------------------------------------------------------
     cdef ResponseHead resp
     cdef int resp_state
+    cdef int n_interim              # 1xx responses seen
     cdef bint resp_started          # a byte of the response went to the client
     cdef bint keep_alive            # the client connection stays open after this response
     cdef int framing                # Framing

@@ -18,6 +18,7 @@ cdef class Exchange:
     def __cinit__(self):
         global live_exchanges
         self.answer_fd = -1
+        self.spool_fd = -1
         if DEBUG:
             live_exchanges += 1
 
@@ -25,6 +26,8 @@ cdef class Exchange:
         global live_exchanges
         if self.answer_fd >= 0:
             close(self.answer_fd)
+        if self.spool_fd >= 0:
+            close(self.spool_fd)
         if DEBUG:
             live_exchanges -= 1
 
@@ -36,6 +39,14 @@ cdef class Exchange:
         self.replayable = 1
         self.req_body_seen = 0
         self.sent_continue = 0
+        self.scanned = 0
+        self.body_start = 0
+        self.body_bytes = 0
+        if self.spool_fd >= 0:
+            close(self.spool_fd)
+            self.spool_fd = -1
+        self.spool_len = 0
+        self.spool_off = 0
         self.route = -1
         self.filters = 0
         self.chain = None
@@ -53,6 +64,7 @@ cdef class Exchange:
         self.last_failure = 0
         self.no_pool = 0
         self.resp_state = RS_WAIT_HEAD
+        self.n_interim = 0
         self.resp_started = 0
         self.keep_alive = 0
         self.framing = FRAME_AS_IS
@@ -91,6 +103,9 @@ cdef class Exchange:
         else:
             self.req_left = 0
             self.req_done = 1
+        if self.spool_fd >= 0:      # a spooled body is sent again from the start of its file
+            self.spool_off = 0
+            self.req_done = self.spool_len == 0
 
     cdef void end(self) noexcept:
         """Let go of what the exchange holds outside itself (Python objects, a file)."""
@@ -103,3 +118,6 @@ cdef class Exchange:
         if self.answer_fd >= 0:
             close(self.answer_fd)
             self.answer_fd = -1
+        if self.spool_fd >= 0:
+            close(self.spool_fd)
+            self.spool_fd = -1

@@ -11,6 +11,7 @@ cdef struct Route:
     int path_len
     int group                   # upstream index, -1 for a route that only its filters answer
     int filters                 # the route's FilterFlag bits (0: no filter, the fast path)
+    bint buffering              # read a request body whole before picking a backend
 
 
 cdef class RouteTable:

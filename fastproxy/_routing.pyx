@@ -78,6 +78,7 @@ cdef class RouteTable:
             memcpy(self.routes[i].path, <char *>path, len(path))
             self.routes[i].path_len = len(path)
             self.routes[i].group = group_index[r.upstream] if r.upstream is not None else -1
+            self.routes[i].buffering = getattr(r, "request_buffering", True)
             chain = self.chains[i]
             self.routes[i].filters = (<FilterChain>chain).flags if chain is not None else 0
 

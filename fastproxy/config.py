@@ -312,6 +312,15 @@ class Limits(Table):
     max_uri_size: int = opt(8192, "Request-target length, bytes [414].", size(1))
     max_body_size: int = opt(0, "Request body, bytes; 0 = unlimited, bodies are streamed [413].", size(0))
     buffer_size: int = opt(65536, "Buffer per connection side, bytes; at least max_head_size.", size(1024))
+    min_rate: int = opt(500, "Bytes per second a client must keep up while it sends a request head or body, "
+                        "once [timeouts] rate_grace has passed (Apache's mod_reqtimeout MinRate): a client "
+                        "dribbling bytes is cut off early; 0 = off [408].", size(0))
+    spool_dir: str | None = opt(None, "Directory for request bodies larger than the connection buffer while "
+                                "they are buffered (route request_buffering); none = the system's temporary "
+                                "directory.", optional_path)
+    spool_max_size: int = opt("1g", "Largest request body buffered in a file; a larger body is streamed to "
+                              "the backend as it comes (Content-Length), or refused (chunked) [413]. 0: never "
+                              "to a file.", size(0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,6 +328,8 @@ class Timeouts(Table):
     """[timeouts]: Each timeout (but client_header) is between two reads or writes, not for a whole exchange."""
     client_header: float = opt("10s", "Time to receive a whole request head [408].", duration())
     client_body: float = opt("60s", "Time between two reads of a request body [408].", duration())
+    rate_grace: float = opt("5s", "How long a request head or body may take before [limits] min_rate applies.",
+                            duration(allow_zero=True))
     keepalive: float = opt("75s", "Idle time of a kept-alive client connection; 0 disables keep-alive.",
                            duration(allow_zero=True))
     upstream_connect: float = opt("5s", "Time to connect to a backend (then the next server is tried).",
@@ -561,6 +572,10 @@ class Route(Table):
                              '"DENY" } (nginx\'s add_header).', header_table)
     hooks: Hooks | None = sub(Hooks, "Python hooks { request, response, body, tee }, each \"module:name\"; "
                               "none by default. Only on routes with an upstream.", present=False)
+    request_buffering: bool = opt(True, "Read a request body whole before a backend is picked (nginx's "
+                                  "proxy_request_buffering): a slow client never holds a backend connection; "
+                                  "bodies larger than [limits] buffer_size go to a file in [limits] spool_dir. "
+                                  "false: bodies are streamed to the backend as they come.", boolean)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,10 +49,10 @@ def test_minimal_config_has_every_default():
     assert c.server.drain_timeout == 30.0
     assert dataclasses.asdict(c.limits) == {
         "max_head_size": 16384, "max_headers": 100, "max_uri_size": 8192, "max_body_size": 0,
-        "buffer_size": 65536,
+        "buffer_size": 65536, "min_rate": 500, "spool_dir": None, "spool_max_size": 1 << 30,
     }
     assert dataclasses.asdict(c.timeouts) == {
-        "client_header": 10.0, "client_body": 60.0, "keepalive": 75.0, "upstream_connect": 5.0,
+        "client_header": 10.0, "client_body": 60.0, "rate_grace": 5.0, "keepalive": 75.0, "upstream_connect": 5.0,
         "upstream_read": 60.0, "upstream_send": 60.0,
     }
     (listen,) = c.listens

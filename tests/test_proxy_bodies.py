@@ -11,9 +11,14 @@ GB = 1 << 30
 RSS_LIMIT_KIB = 50 * 1024
 
 
+def streaming(text):
+    """The config with request_buffering = false on its routes: bodies go to the backend as they come."""
+    return text.replace('upstream = "app"\n', 'upstream = "app"\nrequest_buffering = false\n')
+
+
 def test_chunked_request_body_streamed(proxy, backends, workers):
     (b,) = backends(1)
-    p = proxy(proxy_config({"app": [b]}, workers=workers))
+    p = proxy(streaming(proxy_config({"app": [b]}, workers=workers)))
     c = p.client()
     c.send(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
     # the first chunk reaches the backend before the client has sent the rest: nothing waits for the
@@ -75,7 +80,7 @@ def _worker(p):
 
 def test_1gb_upload_bounded_memory(proxy, backends):
     (b,) = backends(1)
-    p = proxy(proxy_config({"app": [b]}))
+    p = proxy(streaming(proxy_config({"app": [b]})))
     pid = _worker(p)
     c = p.client(timeout=30)
     assert c.get("/").status == 200  # warm up: pool, buffers
