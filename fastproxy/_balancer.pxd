@@ -137,11 +137,9 @@ cdef class Balancer:
     cdef int sticky_kind(self, int group) noexcept
     cdef const char *sticky_cookie_name(self, int group, Py_ssize_t *n) noexcept
     cdef int tries(self, int group) noexcept
-    cdef double retry_budget(self, int group) noexcept
     cdef bint may_retry(self, int group, double now) noexcept
     cdef double queue_timeout(self, int group) noexcept
     cdef int max_queue(self, int group) noexcept
-    cdef int group_of(self, int server) noexcept
     cdef void tick(self, double now) noexcept
 
     # internals

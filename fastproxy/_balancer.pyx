@@ -936,9 +936,6 @@ cdef class Balancer:
     cdef int tries(self, int group) noexcept:
         return self.groups[group].tries
 
-    cdef double retry_budget(self, int group) noexcept:
-        return self.groups[group].budget
-
     cdef bint may_retry(self, int group, double now) noexcept:
         """The retry budget: a token per retry; tokens come from requests (budget each) and a small
         floor rate, so retries stay a bounded fraction of the traffic."""
@@ -957,9 +954,6 @@ cdef class Balancer:
 
     cdef int max_queue(self, int group) noexcept:
         return self.groups[group].max_queue
-
-    cdef int group_of(self, int server) noexcept:
-        return self.servers[server].group if 0 <= server < self.n_servers else -1
 
     cdef void tick(self, double now) noexcept:
         if self.row >= 0:

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-STATE_NAMES: tuple[str, ...]
 ADMIN_NAMES: dict[int, str]
 
 def monotonic_ms() -> int: ...

@@ -39,7 +39,6 @@ from fastproxy._sys cimport atomic_exchange_i64
 
 cdef uint64_t MAGIC = 0x4C4254534F525046     # "FPROSTBL" little-endian
 
-STATE_NAMES = ("up", "down", "draining", "disabled")
 ADMIN_NAMES = {ADMIN_ENABLED: "enabled", ADMIN_DRAINING: "draining", ADMIN_DISABLED: "disabled"}
 
 
