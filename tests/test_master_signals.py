@@ -145,6 +145,59 @@ def test_cli_upgrade_rolls_back_when_the_new_master_fails(tmp_path, demo, served
     assert get(p.port).status == 200
 
 
+def fake_checkout(path):
+    """A directory holding a `fastproxy/` source folder that must never be imported by the proxy."""
+    pkg = path / "fastproxy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('raise SystemExit("the fake checkout was imported")\n')
+    (pkg / "__main__.py").write_text('raise SystemExit("the fake checkout was run")\n')
+    return path
+
+
+def maps_our_package(pid):
+    """The process has this worktree's compiled fastproxy modules mapped (the package it must run)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return os.path.join(REPO_DIR, "fastproxy", "_shm.") in f.read()
+
+
+def upgrade_and_check(p):
+    old = p.pid
+    r = cli("upgrade", "--pid", p.pidfile)
+    assert r.returncode == 0, r.stdout + r.stderr + p.log()
+    new = p.master()
+    assert new != old and p.proc.wait(timeout=10) == 0
+    assert "the fake checkout" not in p.log()
+    assert procs.cmdline(new) == f"fastproxy: master [{p.config_path}]"
+    assert maps_our_package(new)
+    assert get(p.port).status == 200
+    return new
+
+
+def test_upgrade_from_a_checkout_runs_the_installed_program(tmp_path, demo, served):
+    """Issue 8: started (like the `fastproxy` console script) in a directory holding a `fastproxy/` source
+    folder, the upgrade must exec the package that runs, not import the folder from the working directory."""
+    a = demo("A")
+    checkout = fake_checkout(tmp_path / "checkout")
+    script = tmp_path / "bin" / "fastproxy"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom fastproxy.cli import main\nsys.exit(main())\n")
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1),
+               command=[sys.executable, str(script)], cwd=str(checkout))
+    new = upgrade_and_check(p)
+    assert os.readlink(f"/proc/{new}/cwd") == str(checkout)     # same working directory as the old one
+    upgrade_and_check(p)                                        # and again, from the new master
+
+
+def test_upgrade_keeps_the_package_found_through_the_working_directory(tmp_path, demo, served):
+    """`python -m fastproxy` from the source tree with in-place builds and no PYTHONPATH: the package is
+    found through sys.path[0]; the upgrade (which keeps the working directory out of sys.path) must still
+    run that same package, not another installation (the venv may hold one elsewhere)."""
+    a = demo("A")
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1),
+               cwd=REPO_DIR, pythonpath=None)
+    upgrade_and_check(p)
+
+
 def test_second_usr2_is_refused_while_an_upgrade_is_in_flight(tmp_path, demo, served):
     a = demo("A")
     p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1))

@@ -85,7 +85,9 @@ def serve_config(workdir, servers, workers=2, port=None, server=None, log=None, 
 class Served:
     """`python -m fastproxy serve -c FILE` (its own session; stderr to a log file), run until stop()."""
 
-    def __init__(self, config_text, workdir):
+    def __init__(self, config_text, workdir, command=None, cwd=None, pythonpath=REPO_DIR):
+        """command: how fastproxy is started (default `python -m fastproxy`); cwd: where (default workdir);
+        pythonpath: PYTHONPATH (None: unset, the package must then be found some other way)."""
         os.makedirs(workdir, exist_ok=True)
         self.dir = workdir
         self.config_path = os.path.join(workdir, "proxy.toml")
@@ -95,11 +97,15 @@ class Served:
         self.log_path = os.path.join(workdir, "proxy.log")
         self.stats_dir = os.path.join(workdir, "stats")
         os.makedirs(self.stats_dir, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=REPO_DIR, FASTPROXY_STATS_DIR=self.stats_dir)
+        env = dict(os.environ, FASTPROXY_STATS_DIR=self.stats_dir)
+        env.pop("PYTHONPATH", None)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        command = command or [sys.executable, "-m", "fastproxy"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fastproxy", "serve", "-c", self.config_path],
-                cwd=workdir,
+                [*command, "serve", "-c", self.config_path],
+                cwd=cwd or workdir,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
