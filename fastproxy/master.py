@@ -25,6 +25,9 @@ Rules:
   writes its CLOCK_MONOTONIC time into its row of the shared backend table (every ~100 ms); one silent for
   worker_heartbeat_timeout (counted from its start until it has a row) is killed as hung (and respawned);
   a retiring worker still there after drain_timeout is killed too.
+- Resources: before binding and forking (and again on reload), the master raises its open-files limit
+  (RLIMIT_NOFILE, inherited by every child) to what [server] max_connections needs, and logs when the
+  hard limit does not allow it (fastproxy/resources.py).
 - No child outlives the master: every exit path of run() stops and waits for the workers (KILL after a
   deadline), and workers also get SIGTERM from the kernel if the master dies (PR_SET_PDEATHSIG). A new
   master started by USR2 is not a worker: it outlives the old one on purpose.
@@ -44,7 +47,7 @@ from setproctitle import setproctitle
 
 from fastproxy import _shm as shm
 from fastproxy import config as config_mod
-from fastproxy import errors, health, pidfile, sockets
+from fastproxy import errors, health, pidfile, resources, sockets
 from fastproxy import log as logs
 from fastproxy.errors import ConfigErrors, HaltServer
 from fastproxy.log import log
@@ -208,6 +211,7 @@ class Master:
         except OSError as e:
             raise HaltServer(f"cannot open error log {self.config.log.error_log}: {e.strerror}", 1) from None
         self.install_signals()
+        self.raise_nofile(self.config)
         inherited = os.environ.pop(sockets.FDS_ENV, "")
         old = os.environ.pop(OLD_MASTER_ENV, "")
         self.old_master = int(old) if old.isdigit() else None
@@ -231,6 +235,12 @@ class Master:
         log(f"fastproxy master started: {self.config.path}, listening on {listens}, "
             f"{self.nworkers} worker(s)")
         self.spawn_missing_workers()
+
+    def raise_nofile(self, config):
+        """RLIMIT_NOFILE for [server] max_connections, before any fork (children inherit it)."""
+        listeners = len(config.listens) * config.server.workers
+        resources.raise_nofile(resources.nofile_needed(config.server.max_connections, listeners), log,
+                               f"[server] max_connections = {config.server.max_connections}")
 
     def install_signals(self):
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -342,6 +352,7 @@ class Master:
             return
         if not self.assign_table(new, keep=self.configs_in_use()):
             return
+        self.raise_nofile(new)
         if new.log.error_log != self.config.log.error_log:
             log(f"error log moves to {new.log.error_log or 'stderr'}")
             try:
