@@ -45,10 +45,10 @@ def raise_nofile(needed, log, why):
         return soft
     if target < needed:
         conns = max(0, (target - FD_SLACK) // 2)
+        done = f"raised the soft limit from {soft} to {hard}" if soft < hard else "the soft limit is already that"
         log(f"open-files limit (RLIMIT_NOFILE): the hard limit {hard} is below the {needed} descriptors {why} "
-            f"needs; raised the soft limit from {soft} to {hard}: a worker runs out of descriptors at about "
-            f"{conns} connections. Raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower "
-            "[server] max_connections")
+            f"needs; {done}: a worker runs out of descriptors at about {conns} connections. Raise the hard "
+            "limit (ulimit -Hn, systemd LimitNOFILE=) or lower [server] max_connections")
     else:
         log(f"raised the open-files limit (RLIMIT_NOFILE) from {soft} to {target} for {why}")
     return target
