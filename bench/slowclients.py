@@ -11,8 +11,8 @@ proxy: the probe's success rate (200 with the right body within the timeout) and
 happened to the attackers (connections opened, closed by the proxy).
 
 The attacks (loopback only, bounded in time):
-- slowloris: a request head sent one header line per second, never finished;
-- slow-body: `POST /upload` announcing 10 MB, then one body byte per second;
+- slowloris: a request head sent one header line per --interval (1 s), never finished;
+- slow-body: `POST /upload` announcing 10 MB, then one body byte per --interval (1 s);
 - slow-read: `GET /big` (4 MB) read 64 bytes per second through a 4 KB receive buffer;
 - idle: connections that send nothing.
 The backend is a separate nginx (1 worker, as in bench/servers.py) serving /100, /10k, /big, and /upload, which
@@ -79,9 +79,9 @@ def start_backend(tmp, logdir):
 class Attacker(threading.Thread):
     """Keeps `n` attacking connections of one kind open until stopped; counts what the proxy does to them."""
 
-    def __init__(self, kind, port, n):
+    def __init__(self, kind, port, n, interval=1.0):
         super().__init__(daemon=True)
-        self.kind, self.port, self.n = kind, port, n
+        self.kind, self.port, self.n, self.interval = kind, port, n, interval
         self.stopping = False
         self.opened = self.closed_by_proxy = self.connect_errors = 0
         self.sel = selectors.DefaultSelector()
@@ -137,7 +137,7 @@ class Attacker(threading.Thread):
         except OSError:
             self.drop(s, True)
             return
-        st["next"] = now + 1.0
+        st["next"] = now + self.interval
 
     def run(self):
         while not self.stopping:
@@ -214,10 +214,10 @@ def p95(values):
     return values[min(len(values) - 1, int(0.95 * len(values)))]
 
 
-def run_one(proxy_name, attack, backend, tmp, logdir, connections, seconds, ramp):
+def run_one(proxy_name, attack, backend, tmp, logdir, connections, seconds, ramp, interval):
     proc = servers.start_proxy(proxy_name, attack, tmp, logdir, backend.port, workers=1)
     try:
-        attacker = Attacker(attack, proc.port, connections)
+        attacker = Attacker(attack, proc.port, connections, interval)
         attacker.start()
         deadline = time.monotonic() + ramp
         while time.monotonic() < deadline:
@@ -242,6 +242,8 @@ def main(argv=None):
     ap.add_argument("--connections", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=20.0, help="probe time per attack and proxy")
     ap.add_argument("--ramp", type=float, default=3.0, help="attack time before probing starts")
+    ap.add_argument("--interval", type=float, default=1.0,
+                    help="seconds between two header lines (slowloris) or body bytes (slow-body)")
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     ap.add_argument("--proxies", default="fastproxy,nginx")
     ap.add_argument("--markdown", help="also write the table to this file")
@@ -256,7 +258,8 @@ def main(argv=None):
         try:
             for attack in attacks:
                 for name in proxies:
-                    row = run_one(name, attack, backend, tmp, logdir, args.connections, args.seconds, args.ramp)
+                    row = run_one(name, attack, backend, tmp, logdir, args.connections, args.seconds, args.ramp,
+                                  args.interval)
                     rows.append(row)
                     print(f"{attack:10s} {name:10s} probe success {row['success']:6.2f}% of {row['probes']:4d}, "
                           f"p95 {row['p95'] * 1000:7.1f} ms, median {row['median'] * 1000:6.1f} ms; attackers: "
