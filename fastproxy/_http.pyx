@@ -9,6 +9,8 @@
 #   complete. So any split of the input gives 0 until the same final answer (or that same error earlier).
 # - Line endings are CRLF only: a bare LF or bare CR anywhere in a head or chunk line is an error.
 # - Field names and values are forwarded byte-exact; the writers only drop and add whole field lines.
+# - A chunked body passed on keeps its framing byte-exact, minus chunk extensions and the trailer fields
+#   RFC 9110 6.5.1 forbids (chunked_feed drops them in place). Only a WebSocket Upgrade is ever tunnelled.
 
 from libc.string cimport memchr, memcpy, memmove, memset
 
