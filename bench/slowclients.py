@@ -12,7 +12,8 @@ happened to the attackers (connections opened, closed by the proxy).
 
 The attacks (loopback only, bounded in time):
 - slowloris: a request head sent one header line per --interval (1 s), never finished;
-- slow-body: `POST /upload` announcing 10 MB, then one body byte per --interval (1 s);
+- slow-body: `POST /upload` announcing 1,000,000 bytes (under nginx's default 1 MB client_max_body_size,
+  which would refuse 10 MB at once), then one body byte per --interval (1 s);
 - slow-read: `GET /big` (4 MB) read 64 bytes per second through a 4 KB receive buffer;
 - idle: connections that send nothing.
 The backend is a separate nginx (1 worker, as in bench/servers.py) serving /100, /10k, /big, and /upload, which
@@ -108,7 +109,7 @@ class Attacker(threading.Thread):
         if self.kind == "slowloris":
             return b"GET /100 HTTP/1.1\r\nHost: attack\r\n"
         if self.kind == "slow-body":
-            return b"POST /upload HTTP/1.1\r\nHost: attack\r\nContent-Length: 10000000\r\n\r\n"
+            return b"POST /upload HTTP/1.1\r\nHost: attack\r\nContent-Length: 1000000\r\n\r\n"
         if self.kind == "slow-read":
             return b"GET /big HTTP/1.1\r\nHost: attack\r\n\r\n"
         return b""
