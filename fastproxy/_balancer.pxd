@@ -173,5 +173,6 @@ cdef class Balancer:
                       bint *full) noexcept
     cdef int pick_hash(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried,
                        int64_t t, bint *full) noexcept
+    cdef bint reset_if_all_passively_down(self, BGroup *g, int64_t t) noexcept
 
 cdef uint64_t hash_bytes(const char *p, Py_ssize_t n) noexcept nogil

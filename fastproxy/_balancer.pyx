@@ -9,6 +9,10 @@ Rules:
   (not reassigned by a reload), it is enabled (not draining or disabled), the checker says up, and it is
   not passively down. After a passive cool-down exactly one request (a CAS on trial_since) is let
   through; its outcome marks the server up (slow start begins) or down for another cool-down.
+- Passive checks protect a pool but never empty it (nginx's rule): the only server of an upstream is never
+  taken out by them, and when every server that active checks and the operator allow is passively
+  down, their passive state is reset and they are tried again. Active health checks and an operator's
+  disable/drain still take servers out for real.
 - Backups are candidates only when no primary is (down, disabled, draining or already tried for this
   request); primaries that are merely full make pick() say PICK_FULL instead.
 - `tried` excludes servers this request already failed on, so failover is a loop in the caller.
@@ -510,7 +514,48 @@ cdef class Balancer:
         srv = self.pick_in(g, 1, key, tried, n_tried, t, &full)
         if srv >= 0:
             return srv
+        if not full and self.reset_if_all_passively_down(g, t):
+            srv = self.pick_in(g, 0, key, tried, n_tried, t, &full)
+            if srv < 0 and not full:
+                srv = self.pick_in(g, 1, key, tried, n_tried, t, &full)
+            if srv >= 0:
+                return srv
         return PICK_FULL if full else PICK_NONE
+
+    cdef bint reset_if_all_passively_down(self, BGroup *g, int64_t t) noexcept:
+        """nginx's "all peers failed, mark them as live": when the servers that active checks and the
+        operator allow (current generation, enabled, health up) are all passively down (cooling down
+        or deciding a trial), their passive state is reset so that they are tried again, instead of
+        every client getting 503 until a cool-down ends. Servers only this request tried do not count:
+        a retry that finds just the others down still fails over nowhere (as nginx's 502), and the
+        next request has a choice. 1 when a reset was made."""
+        cdef int i, srv, eligible = 0
+        cdef BServer *b
+        cdef BackendSlot *s
+        cdef int64_t admin
+        for i in range(g.n):
+            srv = g.first + i
+            b = &self.servers[srv]
+            s = shm_slot(self.h, b.slot)
+            if ld_relaxed(&s.generation) != b.generation or ld_relaxed(&s.health) != HEALTH_UP:
+                continue
+            admin = ld_relaxed(&s.admin)
+            if admin == ADMIN_DISABLED or admin == ADMIN_DRAINING:
+                continue
+            if not ld_relaxed(&s.down_until_ms):
+                return 0                    # one is usable, full, or only excluded for this request
+            eligible += 1
+        if eligible == 0:
+            return 0                        # taken out for real (health, operator): nothing to reset
+        for i in range(g.n):
+            s = shm_slot(self.h, self.servers[g.first + i].slot)
+            if ld_relaxed(&s.down_until_ms) and ld_relaxed(&s.health) == HEALTH_UP:
+                st(&s.fail_count, 0)
+                st(&s.trial_since_ms, 0)
+                st(&s.down_until_ms, 0)
+                st(&s.last_change_ms, t)
+        g.heap_at_ms = -1                   # big pools: the heap re-reads every server at the next pick
+        return 1
 
     cdef int pick_in(self, BGroup *g, bint backups, uint64_t key, const int *tried, int n_tried, int64_t t,
                      bint *full) noexcept:
@@ -854,8 +899,8 @@ cdef class Balancer:
         if failed:
             add(&self.r_errors[s - shm_slot(self.h, 0)], 1)
             add(&s.fails, 1)
-            if g.max_fails <= 0:
-                return
+            if g.max_fails <= 0 or g.n == 1:
+                return          # off, or the only server of its upstream: never taken out (nginx)
             du = ld(&s.down_until_ms)
             if du:
                 if t >= du and cas(&s.down_until_ms, du, t + g.fail_timeout_ms):

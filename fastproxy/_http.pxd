@@ -104,6 +104,8 @@ cdef struct ChunkState:
     long long remaining           # bytes left in the current chunk (private)
     int size_digits               # private
     Py_ssize_t line_len           # private: length of the current trailer line
+    unsigned long long trailer_mask   # private: dropped trailer names the current one may still be
+    int trailer_line              # private: the current trailer line is held, kept or dropped
     bint done                     # set once the last chunk and the trailer section are complete
 
 # What the request rewriter adds; all text, prepared once per connection by the caller.
@@ -138,7 +140,9 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
 #   Consumes the bytes of buf[0:n] that belong to the chunked body and returns how many (<= n), or -1
 #   on malformed framing (bad size, missing CRLF, bare LF, oversize chunk size, bad trailer line).
 #   Stops right after the trailer section once st.done is set: what follows is the next message.
-#   dechunk = 0: buf is untouched and *out_len = consumed (the caller forwards those bytes verbatim).
+#   dechunk = 0: buf[0:*out_len] are the bytes to forward: the framing verbatim, except chunk extensions
+#   and trailer fields that RFC 9110 6.5.1 forbids (framing, routing, authentication, controls ...),
+#   which are removed in place (*out_len < consumed then).
 #   dechunk = 1: the payload bytes are moved to buf[0:*out_len] in place; framing and trailers dropped.
 
 cdef Py_ssize_t write_request_head(const char *buf, const RequestHead *h, const ForwardInfo *fwd,

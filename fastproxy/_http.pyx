@@ -9,8 +9,10 @@
 #   complete. So any split of the input gives 0 until the same final answer (or that same error earlier).
 # - Line endings are CRLF only: a bare LF or bare CR anywhere in a head or chunk line is an error.
 # - Field names and values are forwarded byte-exact; the writers only drop and add whole field lines.
+# - A chunked body passed on keeps its framing byte-exact, minus chunk extensions and the trailer fields
+#   RFC 9110 6.5.1 forbids (chunked_feed drops them in place). Only a WebSocket Upgrade is ever tunnelled.
 
-from libc.string cimport memchr, memcpy, memmove
+from libc.string cimport memchr, memcpy, memmove, memset
 
 cdef extern from *:
     """
@@ -347,6 +349,16 @@ cdef int _connection(const unsigned char *b, const HeaderField *hf, HeaderField 
     return opts
 
 
+cdef bint _is_websocket(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    # the whole Upgrade value, OWS aside, is the one protocol "websocket" (case-insensitive, RFC 6455 4.2.1)
+    while n and _is_ows(s[0]):
+        s += 1
+        n -= 1
+    while n and _is_ows(s[n - 1]):
+        n -= 1
+    return n == 9 and _ieq(s, b"websocket", 9)
+
+
 # ---- the field-line loop shared by requests and responses --------------------------------------------
 
 cdef Py_ssize_t _parse_fields(const unsigned char *b, Py_ssize_t p, Py_ssize_t lim,
@@ -474,7 +486,8 @@ cdef Py_ssize_t parse_request_head(const char *buf, Py_ssize_t n, RequestHead *o
     cdef Py_ssize_t p = 0, start, tlen, i, a, end
     cdef int major = 0, minor = 0, err = 0, nh = 0, host_count = 0, cl_count = 0, te_count = 0
     cdef int te = 0, opts = 0, bad = 0, j, f
-    cdef bint has_upgrade = False, expect_other = False
+    cdef int upgrade_fields = 0
+    cdef bint websocket = False, expect_other = False
     cdef HeaderField *hf
 
     out.err_status = 0
@@ -630,7 +643,8 @@ cdef Py_ssize_t parse_request_head(const char *buf, Py_ssize_t n, RequestHead *o
         elif f & HF_CONNECTION:
             opts |= _connection(b, hf, out.headers, nh)
         elif f & HF_UPGRADE:
-            has_upgrade = True
+            upgrade_fields += 1
+            websocket = _is_websocket(b + hf.value.off, hf.value.len)
         elif f & HF_EXPECT:
             if hf.value.len == 12 and _ieq(b + hf.value.off, b"100-continue", 12):
                 out.expect_continue = True
@@ -662,7 +676,11 @@ cdef Py_ssize_t parse_request_head(const char *buf, Py_ssize_t n, RequestHead *o
         out.body_kind = BODY_LENGTH
     if minor == 1:
         out.keep_alive = not (opts & CO_CLOSE)
-        out.upgrade = has_upgrade and (opts & CO_UPGRADE) != 0    # RFC 9110 7.8: 1.1 only
+        # RFC 9110 7.8: 1.1 only. Only a WebSocket upgrade (RFC 6455 4.1: exactly "websocket") is
+        # tunnelled: any other proposal (h2c above all: a tunnel to the backend's HTTP/2 past our routing
+        # and checks, "h2c smuggling") loses its Upgrade and "Connection: upgrade" (both hop-by-hop) and
+        # is served as the plain HTTP/1.1 request it also is. RFC 9110 7.8 lets a server ignore Upgrade.
+        out.upgrade = upgrade_fields == 1 and websocket and (opts & CO_UPGRADE) != 0
     else:
         out.keep_alive = (opts & CO_KEEP_ALIVE) != 0 and not (opts & CO_CLOSE)
     return p
@@ -789,6 +807,7 @@ cdef Py_ssize_t parse_response_head(const char *buf, Py_ssize_t n, ResponseHead 
 cdef enum:
     CS_SIZE = 0         # at the start of a chunk-size line
     CS_SIZE_MORE        # inside the hex digits
+    CS_SIZE_BWS         # whitespace after the digits: only BWS before ';' may follow (RFC 9112 7.1.1)
     CS_EXT              # inside chunk extensions, up to CR
     CS_SIZE_LF          # CR seen, LF expected
     CS_DATA
@@ -806,23 +825,99 @@ cdef enum:
     MAX_CHUNK_LINE = 4096       # chunk-size line including extensions
     MAX_TRAILER_LINE = 8192
 
+# What happens to the trailer line being read when the body is passed on chunked (dechunk = 0)
+cdef enum:
+    TL_UNDECIDED = 0    # its name could still be one of TRAILER_DROP: its bytes are held back
+    TL_KEEP             # forwarded
+    TL_DROP             # not forwarded
+
+# RFC 9110 6.5.1: a trailer field must not be one that frames, routes, modifies or authenticates the
+# request, controls the response or says how to process the content; a sender MUST NOT generate them and
+# a recipient must not let them act as header fields. A proxy forwarding trailers drops these (and the
+# connection-specific ones, RFC 9110 7.6.1), so no hop behind it can be made to honour them.
+DEF N_TRAILER_DROP = 33
+cdef const char *TRAILER_DROP[N_TRAILER_DROP]
+cdef Py_ssize_t TRAILER_DROP_LEN[N_TRAILER_DROP]
+cdef unsigned long long TRAILER_DROP_ALL = 0
+
+
+_TRAILER_DROP_NAMES = (
+    # framing and routing (RFC 9110 6.5.1)
+    b"content-length", b"transfer-encoding", b"host",
+    # request modifiers: controls and conditionals (RFC 9110 7.6.2, 10.1, 13; RFC 9111 5)
+    b"cache-control", b"expect", b"max-forwards", b"pragma", b"range", b"te", b"if-match",
+    b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range",
+    # authentication (RFC 9110 11)
+    b"authorization", b"proxy-authorization", b"www-authenticate", b"proxy-authenticate",
+    b"authentication-info", b"proxy-authentication-info",
+    # response control data (RFC 9110 10.2, RFC 9111 5)
+    b"age", b"expires", b"date", b"location", b"retry-after", b"vary",
+    # how to process the content (RFC 9110 6.5.1)
+    b"content-encoding", b"content-type", b"content-range", b"trailer",
+    # connection-specific (RFC 9110 7.6.1)
+    b"connection", b"keep-alive", b"upgrade",
+)
+
+
+cdef void _init_trailer_drop() except *:
+    global TRAILER_DROP_ALL
+    cdef int j
+    assert len(_TRAILER_DROP_NAMES) == N_TRAILER_DROP
+    for j in range(N_TRAILER_DROP):
+        TRAILER_DROP[j] = _TRAILER_DROP_NAMES[j]      # the tuple lives as long as the module
+        TRAILER_DROP_LEN[j] = len(_TRAILER_DROP_NAMES[j])
+        TRAILER_DROP_ALL |= 1ULL << j
+
+
+_init_trailer_drop()
+
+
+cdef inline unsigned long long _trailer_match(unsigned long long mask, Py_ssize_t pos,
+                                              unsigned char c) noexcept nogil:
+    # the names of TRAILER_DROP (bits of mask) that still match once byte pos of the name is c
+    cdef int j
+    c = LOWER[c]
+    for j in range(N_TRAILER_DROP):
+        if mask & (1ULL << j) and (pos >= TRAILER_DROP_LEN[j] or
+                                   <unsigned char>TRAILER_DROP[j][pos] != c):
+            mask &= ~(1ULL << j)
+    return mask
+
+
+cdef inline bint _trailer_is_dropped(unsigned long long mask, Py_ssize_t name_len) noexcept nogil:
+    cdef int j
+    for j in range(N_TRAILER_DROP):
+        if mask & (1ULL << j) and TRAILER_DROP_LEN[j] == name_len:
+            return True
+    return False
+
 
 cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechunk,
                              Py_ssize_t *out_len) noexcept nogil:
+    # Every byte consumed is either emitted (moved down to buf[w], w <= i always, so in place) or dropped.
+    # dechunk: only chunk data is emitted. Otherwise everything is, except chunk extensions (with the BWS
+    # before them) and trailer lines whose name is in TRAILER_DROP. Extensions are dropped as nginx and
+    # HAProxy do when they re-frame: RFC 9112 7.1.1 makes recipients ignore unknown ones, and a hop behind
+    # us that reads their syntax otherwise (BWS, quoted ';') can then never be desynchronised by them.
+    # A trailer name is known only at its ':', so the line's bytes are held (left where they are in buf)
+    # until then; a line whose name could still be a dropped one when the input ends is
+    # dropped whole, since its held bytes are gone with this call (lossy only for a harmless field split
+    # there: RFC 9112 7.1.2 lets a recipient discard trailers; a dropped name never passes, whatever the
+    # split).
     cdef unsigned char *b = <unsigned char *>buf
-    cdef Py_ssize_t i = 0, w = 0, take
+    cdef Py_ssize_t i = 0, w = 0, take, line_start = -1
     cdef int s = st.state
     cdef unsigned char c
     cdef int d
+    cdef bint emit
     while i < n and s != CS_DONE:
         if s == CS_DATA:
             take = n - i
             if take > st.remaining:
                 take = <Py_ssize_t>st.remaining
-            if dechunk:
-                if w != i:
-                    memmove(b + w, b + i, take)
-                w += take
+            if w != i:
+                memmove(b + w, b + i, take)
+            w += take
             i += take
             st.remaining -= take
             if st.remaining == 0:
@@ -830,6 +925,7 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
             continue
         c = b[i]
         i += 1
+        emit = not dechunk
         if s == CS_SIZE or s == CS_SIZE_MORE:
             if CLS[c] & C_HEX:
                 if st.size_digits >= MAX_CHUNK_DIGITS:
@@ -844,10 +940,26 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
             elif c == b';':
                 st.line_len += 1
                 s = CS_EXT
+                emit = False
             elif c == CR:
                 s = CS_SIZE_LF
+            elif c == SP or c == HTAB:
+                st.line_len += 1
+                s = CS_SIZE_BWS
+                emit = False
             else:
-                return -1       # "0x10", "1 ", bare LF ...
+                return -1       # "0x10", bare LF ...
+        elif s == CS_SIZE_BWS:
+            # chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ): whitespace after the size
+            # is only valid before a ';' ("5 \r\n" stays refused: nothing in the grammar allows it)
+            st.line_len += 1
+            if st.line_len > MAX_CHUNK_LINE:
+                return -1
+            if c == b';':
+                s = CS_EXT
+            elif c != SP and c != HTAB:
+                return -1
+            emit = False
         elif s == CS_EXT:
             st.line_len += 1
             if st.line_len > MAX_CHUNK_LINE:
@@ -856,6 +968,8 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
                 s = CS_SIZE_LF
             elif not CLS[c] & C_FIELD:
                 return -1
+            else:
+                emit = False
         elif s == CS_SIZE_LF:
             if c != LF:
                 return -1
@@ -876,6 +990,11 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
             elif CLS[c] & C_TCHAR:
                 st.line_len = 1
                 s = CS_TRAILER_NAME
+                if not dechunk:
+                    line_start = i - 1
+                    st.trailer_mask = _trailer_match(TRAILER_DROP_ALL, 0, c)
+                    st.trailer_line = TL_UNDECIDED if st.trailer_mask else TL_KEEP
+                    emit = st.trailer_line == TL_KEEP
             else:
                 return -1       # obs-fold, bare LF, empty name
         elif s == CS_TRAILER_NAME:
@@ -884,23 +1003,48 @@ cdef Py_ssize_t chunked_feed(ChunkState *st, char *buf, Py_ssize_t n, bint dechu
                 s = CS_TRAILER_VALUE
             elif not CLS[c] & C_TCHAR or st.line_len > MAX_TRAILER_LINE:
                 return -1
+            if not dechunk and st.trailer_line == TL_UNDECIDED:
+                if c == b':':
+                    st.trailer_line = (TL_DROP if _trailer_is_dropped(st.trailer_mask, st.line_len - 1)
+                                       else TL_KEEP)
+                else:
+                    st.trailer_mask = _trailer_match(st.trailer_mask, st.line_len - 1, c)
+                    if not st.trailer_mask:
+                        st.trailer_line = TL_KEEP
+                if st.trailer_line == TL_KEEP:
+                    # the held bytes of the line, still in buf (the line began in this call)
+                    take = i - 1 - line_start
+                    if w != line_start:
+                        memmove(b + w, b + line_start, take)
+                    w += take
+            if not dechunk:
+                emit = st.trailer_line == TL_KEEP
         elif s == CS_TRAILER_VALUE:
             st.line_len += 1
             if c == CR:
                 s = CS_TRAILER_LF
             elif not CLS[c] & C_FIELD or st.line_len > MAX_TRAILER_LINE:
                 return -1
+            if not dechunk:
+                emit = st.trailer_line == TL_KEEP
         elif s == CS_TRAILER_LF:
             if c != LF:
                 return -1
             s = CS_TRAILER
+            if not dechunk:
+                emit = st.trailer_line == TL_KEEP
         elif s == CS_END_LF:
             if c != LF:
                 return -1
             s = CS_DONE
             st.done = True
+        if emit:
+            b[w] = c        # w <= i - 1: in place
+            w += 1
+    if s == CS_TRAILER_NAME and not dechunk and st.trailer_line == TL_UNDECIDED:
+        st.trailer_line = TL_DROP       # its held bytes go with this call: the whole line is dropped
     st.state = s
-    out_len[0] = w if dechunk else i
+    out_len[0] = w
     return i
 
 
@@ -1231,17 +1375,14 @@ def parse_response(bytes data, bytes request_method=b"GET", Py_ssize_t max_head=
 def dechunk(bytes data, pieces=None, bint decode=True):
     """Run chunked_feed over data, split into pieces of the given sizes (default: one piece).
 
-    Returns (payload, consumed, done): payload is the de-chunked body (decode=True) or the consumed
-    framing bytes verbatim (decode=False); consumed is -1 on malformed framing.
+    Returns (payload, consumed, done): payload is the de-chunked body (decode=True) or the bytes to
+    forward (decode=False: the framing verbatim but for dropped trailer fields); consumed is -1 on
+    malformed framing.
     """
     cdef ChunkState st
     cdef bytearray piece
     cdef Py_ssize_t r, out_len = 0, pos = 0, size
-    st.state = 0
-    st.remaining = 0
-    st.size_digits = 0
-    st.line_len = 0
-    st.done = False
+    memset(&st, 0, sizeof(ChunkState))
     sizes = list(pieces) if pieces else [len(data)]
     payload = bytearray()
     for size in sizes + [len(data)]:

@@ -13,6 +13,8 @@ CONTRACT (shapes other modules rely on; the core reads these attribute names):
     Config.server.upgrade_timeout    float seconds `fastproxy upgrade` waits for the new master's workers
     Config.server.python_path        tuple[str, ...] absolute directories searched first for hook modules
                                      (relative entries of the file are resolved against its directory)
+    Config.server.max_connections    int >= 1: client connections per worker (nginx worker_connections); the
+                                     master raises RLIMIT_NOFILE for it (fastproxy/resources.py)
     Config.log.error_log             str | None: file for master and worker events; None = stderr
     Config.log.access_log            str | None: file for one line per request; None = off
     Config.log.access_format         str: "combined" or "json"
@@ -283,6 +285,12 @@ class ServerTable(Table):
                                  "report ready before it rolls back to the old master.", duration())
     python_path: tuple = opt([], "Directories searched first for hook modules ([[routes]] hooks), relative "
                              "to the config file's directory.", path_list)
+    # 10,000: a bound on descriptors and fairness, not on memory (an idle connection gives its buffers
+    # back). Two descriptors each (client + backend) stay under the usual hard limits (524288 systemd,
+    # 1048576 Docker), and it is the 10,000 idle keep-alive clients issue 8 measures.
+    max_connections: int = opt(10000, "Client connections per worker (nginx's worker_connections); the master "
+                               "raises the open-files limit (RLIMIT_NOFILE) to 2 x this + 64 and logs when the "
+                               "hard limit does not allow it.", integer(1, 1_000_000))
 
 
 def log_path(v):

@@ -14,8 +14,9 @@ Rules:
   Old workers are sent QUIT only after every worker of the new generation has written its byte on its
   ready pipe. A config that fails to load, or new workers that die or are not ready within ready_timeout,
   leave the old generation serving, untouched (the reason is logged).
-- Binary upgrade: the old master renames its pidfile to .oldbin and forks + execs `python -m fastproxy`
-  with its own arguments; the new master inherits the listening fds (FASTPROXY_FDS) and writes the pidfile
+- Binary upgrade: the old master renames its pidfile to .oldbin and forks + execs the fastproxy that is
+  running (see StartContext: same interpreter, same package directory, same working directory, whatever
+  the working directory holds) with its own arguments; the new master inherits the listening fds (FASTPROXY_FDS) and writes the pidfile
   once its workers are ready. One upgrade at a time: a second USR2 is refused while a new master (or, in a
   new master, the old one) is alive. If the new master ends while the old one lives, the old master
   renames .oldbin back, and restarts its workers if WINCH had retired them (nginx does the same).
@@ -24,6 +25,9 @@ Rules:
   writes its CLOCK_MONOTONIC time into its row of the shared backend table (every ~100 ms); one silent for
   worker_heartbeat_timeout (counted from its start until it has a row) is killed as hung (and respawned);
   a retiring worker still there after drain_timeout is killed too.
+- Resources: before binding and forking (and again on reload), the master raises its open-files limit
+  (RLIMIT_NOFILE, inherited by every child) to what [server] max_connections needs, and logs when the
+  hard limit does not allow it (fastproxy/resources.py).
 - No child outlives the master: every exit path of run() stops and waits for the workers (KILL after a
   deadline), and workers also get SIGTERM from the kernel if the master dies (PR_SET_PDEATHSIG). A new
   master started by USR2 is not a worker: it outlives the old one on purpose.
@@ -43,7 +47,7 @@ from setproctitle import setproctitle
 
 from fastproxy import _shm as shm
 from fastproxy import config as config_mod
-from fastproxy import errors, health, pidfile, sockets
+from fastproxy import errors, health, pidfile, resources, sockets
 from fastproxy import log as logs
 from fastproxy.errors import ConfigErrors, HaltServer
 from fastproxy.log import log
@@ -114,10 +118,50 @@ class UnionConfig:
                 servers.extend(s for s in up.servers if s.address not in {x.address for x in servers})
 
 
+class StartContext:
+    """How this fastproxy was started, recorded at start, so that USR2 execs the same installed program.
+
+    nginx re-executes its own binary path and gunicorn records its start context; the Python equivalent
+    of "the binary" is the interpreter plus the directory the running `fastproxy` package was imported
+    from. The command is `python -P -m fastproxy ARGS`:
+    - `-P` (Python 3.11) keeps the working directory (or a script's directory) out of sys.path, so a
+      `fastproxy/` folder where the master happens to run (a source checkout, without the compiled
+      modules) can never shadow the installed package;
+    - the package's parent directory is put first on PYTHONPATH when the new interpreter would not find
+      it by itself: that is the case exactly when it was found through sys.path[0] (started with
+      `python -m fastproxy` from a checkout with in-place builds), the one entry `-P` removes. Otherwise the
+      environment, inherited unchanged, finds the same directory first, as it did for us;
+    - the new master runs in the directory the old one started in, so relative paths in the arguments
+      (`-c fastproxy.toml`) mean the same file.
+    Re-running sys.argv[0] instead would depend on what that script imports from where, and
+    `python path/to/fastproxy/__main__.py` would put the package directory itself on sys.path.
+    Installing a new version into the same place and sending USR2 runs the new version, as with nginx.
+    """
+
+    def __init__(self, argv):
+        import fastproxy
+        self.argv = list(argv)
+        self.cwd = os.getcwd()
+        self.package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastproxy.__file__)))
+        self.executable = sys.executable
+
+    def command(self):
+        return [self.executable, "-P", "-m", "fastproxy", *self.argv]
+
+    def environ(self, env):
+        """env for the new master: PYTHONPATH leads to our package unless the environment already does."""
+        env = dict(env)
+        if not any(os.path.abspath(p) == self.package_root for p in sys.path[1:] if p):
+            old = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = self.package_root + (os.pathsep + old if old else "")
+        return env
+
+
 class Master:
     def __init__(self, config, argv=None):
         self.config = config
         self.argv = argv                # `fastproxy` arguments to exec a new master with (USR2); None: no upgrade
+        self.start_context = StartContext(argv) if argv is not None else None
         self.pid = os.getpid()
         self.generation = 1             # bumped by every accepted reload
         self.nworkers = config.server.workers   # changed by TTIN/TTOU and reloads
@@ -169,6 +213,7 @@ class Master:
         except OSError as e:
             raise HaltServer(f"cannot open error log {self.config.log.error_log}: {e.strerror}", 1) from None
         self.install_signals()
+        self.raise_nofile(self.config)
         inherited = os.environ.pop(sockets.FDS_ENV, "")
         old = os.environ.pop(OLD_MASTER_ENV, "")
         self.old_master = int(old) if old.isdigit() else None
@@ -192,6 +237,12 @@ class Master:
         log(f"fastproxy master started: {self.config.path}, listening on {listens}, "
             f"{self.nworkers} worker(s)")
         self.spawn_missing_workers()
+
+    def raise_nofile(self, config):
+        """RLIMIT_NOFILE for [server] max_connections, before any fork (children inherit it)."""
+        listeners = len(config.listens) * config.server.workers
+        resources.raise_nofile(resources.nofile_needed(config.server.max_connections, listeners), log,
+                               f"[server] max_connections = {config.server.max_connections}")
 
     def install_signals(self):
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -303,6 +354,7 @@ class Master:
             return
         if not self.assign_table(new, keep=self.configs_in_use()):
             return
+        self.raise_nofile(new)
         if new.log.error_log != self.config.log.error_log:
             log(f"error log moves to {new.log.error_log or 'stderr'}")
             try:
@@ -362,10 +414,10 @@ class Master:
         if self.old_master is not None and pidfile.is_master(self.old_master):
             log(f"SIGUSR2 refused: the old master {self.old_master} of the last upgrade still runs; QUIT it first")
             return
-        env = dict(os.environ)
+        env = self.start_context.environ(os.environ)
         env[sockets.FDS_ENV] = self.listeners.encode()
         env[OLD_MASTER_ENV] = str(self.pid)
-        args = [sys.executable, "-m", "fastproxy", *self.argv]
+        args = self.start_context.command()
         signal.pthread_sigmask(signal.SIG_BLOCK, QUEUED_SIGNALS)
         try:
             pid = os.fork()
@@ -388,6 +440,7 @@ class Master:
             for sig in QUEUED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.chdir(self.start_context.cwd)
             os.execve(args[0], args, env)
         except BaseException as e:
             log(f"binary upgrade: cannot exec {args[0]}: {e}")

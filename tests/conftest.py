@@ -7,7 +7,8 @@
     workers              -> 1, then 2              parametrises a test over the worker count
     demo(name)           -> DemoBackend            a `python -m fastproxy.demo` backend (fast; for load tests)
     served(text, sub)    -> Served                 `fastproxy serve` with a pidfile, following every master
-                                                   a binary upgrade creates (helpers/load.py)
+                                                   a binary upgrade creates (helpers/load.py); keyword
+                                                   arguments choose its command, cwd and PYTHONPATH
 
 At teardown the proxy fixture closes every client the test opened through proxy.client(), waits until the
 workers' counters in the shared table show no connection left open (a leak fails the test) and that no worker died, sends TERM to the master and
@@ -110,8 +111,8 @@ def served(tmp_path, demo, backends):
     # depends on demo and backends so that proxies stop before the backends behind them
     started = []
 
-    def start(text, sub="proxy"):
-        s = Served(text, str(tmp_path / sub))
+    def start(text, sub="proxy", **kwargs):
+        s = Served(text, str(tmp_path / sub), **kwargs)
         started.append(s)
         return s
 

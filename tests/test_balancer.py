@@ -258,6 +258,67 @@ def test_passive_checks_off():
     assert pool.state(A)["state"] == "up" and pool.state(A)["errors"] == 10
 
 
+# ---- nginx's rule: passive checks protect a pool but never empty it (issue 8) -------------------------------
+
+
+def test_the_only_server_is_never_taken_out_by_passive_checks():
+    pool = Pool(make_config([A], passive={"max_fails": 1, "fail_timeout": "30s"}), workers=2)
+    t0 = time.monotonic()
+    b = pool.workers[0]
+    for i in range(10):
+        srv = b.py_pick(0, now=t0 + i)
+        assert srv == 0
+        b.py_release(srv, FAIL, 0, now=t0 + i)
+    assert pool.state(A)["state"] == "up" and pool.state(A)["errors"] == 10
+    assert pool.workers[1].py_pick(0, now=t0 + 11) == 0
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn", "least_time", "p2c", "hash"])
+def test_when_every_server_is_passively_down_they_are_tried_again(balance):
+    pool = Pool(make_config([A, B, C], balance, passive={"max_fails": 1, "fail_timeout": "30s"}), workers=2)
+    t0 = time.monotonic()
+    fail(pool, A, 1, t0)
+    fail(pool, B, 1, t0)
+    assert pool.state(A)["state"] == "down" and pool.state(B)["state"] == "down"
+    # one left: passive checks keep the others out
+    assert set(spread(pool, 10, now=t0 + 1, key=(lambda i: f"k{i}") if balance == "hash" else None)) == {C}
+    fail(pool, C, 1, t0 + 1)
+    assert all(pool.state(x)["state"] == "down" for x in (A, B, C))
+    # every server is out: instead of 503 for 30 s, their passive state is reset and they take requests
+    w1 = pool.workers[1]
+    srv = w1.py_pick(0, key=7, now=t0 + 2)
+    assert srv >= 0
+    w1.py_release(srv, OK, 0.001, now=t0 + 2)
+    assert all(pool.state(x)["state"] == "up" for x in (A, B, C))
+    got = spread(pool, 60, now=t0 + 3, key=(lambda i: f"k{i}") if balance == "hash" else None)
+    assert set(got) == {A, B, C}, got
+
+
+def test_a_retry_that_finds_only_down_servers_does_not_reset_them():
+    # the request already tried B (which is not down): A, passively down, stays down for it
+    pool = Pool(make_config([A, B], passive={"max_fails": 1, "fail_timeout": "30s"}))
+    t0 = time.monotonic()
+    fail(pool, A, 1, t0)
+    assert pool.workers[0].py_pick(0, tried=[pool.index(B)], now=t0 + 1) == PICK_NOTHING
+    assert pool.state(A)["state"] == "down"
+
+
+def test_active_checks_and_the_operator_still_take_servers_out():
+    pool = Pool(make_config([A, B, C], passive={"max_fails": 1, "fail_timeout": "30s"}))
+    t0 = time.monotonic()
+    fail(pool, A, 1, t0)
+    pool.table.set_health(pool.slot(B), False)
+    pool.table.set_admin("app", C, "disabled")
+    # A is passively down, B actively down, C disabled: A is reset (the only one passive checks took out)
+    assert pool.addresses[pool.workers[0].py_pick(0, now=t0 + 1)] == A
+    fail(pool, A, 1, t0 + 2)
+    # now A is out by passive checks only; with B and C out for real, A is reset again, never B or C
+    assert {pool.addresses[s] for s in [pool.workers[0].py_pick(0, now=t0 + 3)]} == {A}
+    # all out for real: nothing to reset, no server
+    pool.table.set_health(pool.slot(A), False)
+    assert pool.workers[0].py_pick(0, now=t0 + 4) == PICK_NOTHING
+
+
 def test_sticky_cookie_is_opaque_stable_and_routes_back():
     cfg = make_config([A, B], sticky={"cookie": "FPSRV", "secure": True, "max_age": "1h"})
     pool = Pool(cfg, workers=2)

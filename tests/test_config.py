@@ -47,6 +47,7 @@ def test_minimal_config_has_every_default():
     assert c.server.server_header == ""
     assert c.server.forwarded is False
     assert c.server.drain_timeout == 30.0
+    assert c.server.max_connections == 10000
     assert dataclasses.asdict(c.limits) == {
         "max_head_size": 16384, "max_headers": 100, "max_uri_size": 8192, "max_body_size": 0,
         "buffer_size": 65536, "min_rate": 500, "spool_dir": None, "spool_max_size": 1 << 30,
@@ -105,9 +106,9 @@ def test_sizes(text, size):
 
 def test_server_table_values():
     c = config.loads(with_table("server", 'workers = 3\npidfile = "/tmp/fp.pid"\nserver_header = "fastproxy"\n'
-                                          'forwarded = true\ndrain_timeout = 0'))
+                                          'forwarded = true\ndrain_timeout = 0\nmax_connections = 500'))
     assert (c.server.workers, c.server.pidfile, c.server.server_header, c.server.forwarded,
-            c.server.drain_timeout) == (3, "/tmp/fp.pid", "fastproxy", True, 0.0)
+            c.server.drain_timeout, c.server.max_connections) == (3, "/tmp/fp.pid", "fastproxy", True, 0.0, 500)
 
 
 def test_keepalive_zero_disables():
@@ -163,6 +164,8 @@ BAD_VALUES = [
     ("server", 'server_header = "a\\r\\nX: y"', "server_header", "CR, LF or NUL"),
     ("server", 'forwarded = "yes"', "forwarded", "true or false"),
     ("server", "drain_timeout = -1", "drain_timeout", "zero or more"),
+    ("server", "max_connections = 0", "max_connections", ">= 1"),
+    ("server", 'max_connections = "many"', "max_connections", "integer"),
     ("limits", "max_head_size = 100", "max_head_size", "integer >= 256"),
     ("limits", 'max_head_size = "lots"', "max_head_size", "size in bytes"),
     ("limits", "max_headers = 0", "max_headers", ">= 1 and <= 128"),

@@ -208,3 +208,40 @@ def test_passive_checks_take_a_refusing_backend_out_and_one_trial_brings_it_back
     assert len(back.all_requests()) == 1                         # exactly one trial decided it
     replies = [get_fresh(p) for _ in range(10)]
     assert {r.header("X-Backend") for r in replies} == {b"b0", b"b1"}
+
+
+# ---- nginx's rule: passive checks protect a pool but never empty it (issue 8) -------------------------------
+
+
+def test_the_only_server_of_an_upstream_is_not_taken_out_by_passive_checks(proxy, backends):
+    (a,) = backends(1)
+    p = proxy(proxy_config({"app": [a]}, upstream_options={"passive": {"max_fails": 1, "fail_timeout": "30s"}}))
+    assert get_fresh(p, "/reset").status == 502         # a server-side failure (reset before any byte)
+    assert servers(p)[a.address]["errors"] >= 1
+    # before: the only server was down for fail_timeout and everyone got 503
+    assert [get_fresh(p).status for _ in range(5)] == [200] * 5
+    assert servers(p)[a.address]["state"] == "up"
+
+
+def test_when_every_server_is_passively_down_they_are_tried_again(proxy, backends):
+    a, b = backends(2)
+    p = proxy(proxy_config({"app": [a, b]},
+                           upstream_options={"passive": {"max_fails": 1, "fail_timeout": "30s"}}))
+    # the GET is retried on the other server, which resets it too: both are passively down, and the
+    # request's last look for a server finds none left and resets them (nginx: "all peers failed, mark
+    # them as live"); that request still gets its 502
+    assert get_fresh(p, "/reset").status == 502
+    assert all(row["errors"] == 1 for row in servers(p).values())
+    replies = [get_fresh(p) for _ in range(6)]
+    assert [r.status for r in replies] == [200] * 6       # before: 503 for 30 s
+    assert {r.header("X-Backend") for r in replies} == {b"b0", b"b1"}
+
+
+def test_a_server_disabled_by_the_operator_is_not_brought_back(proxy, backends):
+    a, b = backends(2)
+    p = proxy(proxy_config({"app": [a, b]},
+                           upstream_options={"passive": {"max_fails": 1, "fail_timeout": "30s"}}))
+    assert fastproxy("disable", "-c", p.config_path, "app", b.address).returncode == 0
+    assert get_fresh(p, "/reset").status == 502          # a is passively down, b disabled
+    replies = [get_fresh(p) for _ in range(4)]
+    assert {(r.status, r.header("X-Backend")) for r in replies} == {(200, b"b0")}

@@ -2,7 +2,14 @@
 
 Every case is fed whole, in every fixed piece size and in random pieces: the payload, the bytes consumed
 and the verdict must not depend on how the input was split. h11 is the reference for payloads; where we
-are deliberately stricter, DIFFERENCES says why and the test checks that h11 really differs.
+deliberately differ (stricter, or, for BWS in chunk extensions, closer to the RFC), DIFFERENCES says why
+and the test checks that h11 really differs.
+
+When the body is passed on chunked (decode=False), the framing is forwarded verbatim except chunk
+extensions (dropped, as nginx and HAProxy do: nothing behind us can read their syntax differently) and
+trailer fields RFC 9110 6.5.1 forbids (framing, routing, controls, authentication ...): those are dropped
+whatever the split; other trailer fields are kept (a harmless one whose name is cut by the end of a
+read while it could still become a forbidden name is dropped too: RFC 9112 7.1.2 allows discarding).
 """
 
 import random
@@ -18,6 +25,8 @@ DIFFERENCES = {
     "size-ows": "RFC 9112 7.1: chunk-size = 1*HEXDIG followed by chunk-ext or CRLF; whitespace after the "
     "size is not in the grammar (only BWS before ';'). Hops that disagree on it can be desynchronised; we "
     "refuse it, h11 tolerates trailing whitespace.",
+    "ext-bws": "RFC 9112 7.1.1: chunk-ext = *( BWS \";\" BWS chunk-ext-name [ BWS \"=\" BWS chunk-ext-val ] ): "
+    "whitespace before ';' (and around '=') is valid and we accept it; h11 refuses whitespace before ';'.",
     "size-digits": "We bound chunk-size to 15 hex digits (60 bits, RFC 9112 7.1 asks recipients to guard "
     "against overflow); h11 allows 20.",
     "ext-syntax": "RFC 9112 7.1.1: chunk-ext is made of tokens and quoted strings; we only bound its length "
@@ -41,6 +50,14 @@ VALID = [
     (b"000000000000005\r\nhello\r\n000\r\n\r\n", b"hello"),
     (b"0\r\n\r\n", b""),
     (b"2\r\n\r\n\r\n0\r\n\r\n", b"\r\n"),
+    (b"5; a = b ;c\t=\t\"d\"\r\nhello\r\n0\r\n\r\n", b"hello"),
+]
+
+# valid by RFC 9112 7.1.1, refused by h11: (data, payload, the DIFFERENCES key)
+VALID_BEYOND_H11 = [
+    (b"5 ;name=value\r\nhello\r\n0\r\n\r\n", b"hello", "ext-bws"),
+    (b"5\t;x\r\nhello\r\n0\r\n\r\n", b"hello", "ext-bws"),
+    (b"5 \t ; a = b\r\nhello\r\n0 ;last\r\n\r\n", b"hello", "ext-bws"),
 ]
 
 INVALID = [
@@ -49,7 +66,10 @@ INVALID = [
     (b"+5\r\nhello\r\n0\r\n\r\n", None),
     (b" 5\r\nhello\r\n0\r\n\r\n", None),
     (b"5 \r\nhello\r\n0\r\n\r\n", "size-ows"),
-    (b"5\t;x\r\nhello\r\n0\r\n\r\n", None),
+    (b"5 x\r\nhello\r\n0\r\n\r\n", None),
+    (b"5 ;x\r\nhello\r\n0 \r\n\r\n", None),
+    (b"5 \n;x\r\nhello\r\n0\r\n\r\n", None),
+    (b"5 " + b" " * 5000 + b";x\r\nhello\r\n0\r\n\r\n", None),
     (b"\r\nhello\r\n0\r\n\r\n", None),
     (b"g\r\n", None),
     (b"5\nhello\r\n0\r\n\r\n", None),
@@ -102,6 +122,22 @@ def h11_dechunk(data):
         return None
 
 
+def forwarded(data):
+    """What passing a valid chunked body on should send: its framing with every chunk extension (and the
+    BWS before it) removed, the rest byte for byte (a plain reference walk of RFC 9112 7.1)."""
+    out, pos = b"", 0
+    while True:
+        eol = data.index(b"\r\n", pos)
+        size_text = data[pos:eol].split(b";")[0].rstrip(b" \t")
+        size = int(size_text, 16)
+        out += size_text + b"\r\n"
+        pos = eol + 2
+        if size == 0:
+            return out + data[pos:]
+        out += data[pos:pos + size + 2]
+        pos += size + 2
+
+
 def ids(cases):
     return [f"{i:02d}" for i in range(len(cases))]
 
@@ -111,8 +147,8 @@ def test_valid(data, payload):
     trailing = b"GET /next HTTP/1.1\r\n"
     for pieces in splits(len(data), len(data)):
         assert _http.dechunk(data + trailing, pieces) == (payload, len(data), True), pieces
-        # not de-chunking: the framing is passed on verbatim
-        assert _http.dechunk(data + trailing, pieces, decode=False) == (data, len(data), True), pieces
+        # not de-chunking: the framing is passed on verbatim, chunk extensions aside
+        assert _http.dechunk(data + trailing, pieces, decode=False) == (forwarded(data), len(data), True), pieces
     assert h11_dechunk(data) == payload
 
 
@@ -135,8 +171,93 @@ def test_invalid(data, differs):
         assert h11_dechunk(data) is None
 
 
+@pytest.mark.parametrize("data,payload,differs", VALID_BEYOND_H11, ids=ids(VALID_BEYOND_H11))
+def test_valid_beyond_h11(data, payload, differs):
+    for pieces in splits(len(data), len(data)):
+        assert _http.dechunk(data, pieces) == (payload, len(data), True), pieces
+        out = _http.dechunk(data, pieces, decode=False)
+        assert out == (forwarded(data), len(data), True), pieces
+        assert h11_dechunk(out[0]) == payload           # what we pass on, h11 (a strict backend) reads
+    assert differs in DIFFERENCES
+    assert h11_dechunk(data) is None, "h11 accepts it too: drop the difference"
+
+
 def test_difference_table_is_used():
-    assert {d for _data, d in INVALID if d} == set(DIFFERENCES)
+    used = {d for _data, d in INVALID if d} | {d for _data, _p, d in VALID_BEYOND_H11}
+    assert used == set(DIFFERENCES)
+
+
+# ---- trailer fields when forwarding (RFC 9110 6.5.1) -----------------------------------------------------
+
+FORBIDDEN_TRAILERS = [
+    b"Content-Length: 50", b"Transfer-Encoding: chunked", b"Host: admin.internal", b"TE: trailers",
+    b"Cache-Control: no-cache", b"Expect: 100-continue", b"Max-Forwards: 0", b"Pragma: no-cache",
+    b"Range: bytes=0-1", b"If-Match: *", b"If-None-Match: *", b"If-Modified-Since: x",
+    b"If-Unmodified-Since: x", b"If-Range: x", b"Authorization: Basic eA==",
+    b"Proxy-Authorization: Basic eA==", b"WWW-Authenticate: Basic", b"Proxy-Authenticate: Basic",
+    b"Authentication-Info: x", b"Proxy-Authentication-Info: x", b"Age: 1", b"Expires: 0", b"Date: x",
+    b"Location: /x", b"Retry-After: 1", b"Vary: *", b"Content-Encoding: gzip", b"Content-Type: text/x",
+    b"Content-Range: bytes 0-1/2", b"Trailer: X", b"Connection: close", b"Keep-Alive: 1",
+    b"Upgrade: h2c", b"content-LENGTH: 1", b"HOST:x",
+]
+KEPT_TRAILERS = [
+    b"X-Checksum: abc", b"Server-Timing: db;dur=1", b"Hostile: 1", b"Hos: 1", b"Content-Lengths: 2",
+    b"Content-Length-X: 3", b"T: 4", b"TEE: 5", b"Date-X:", b"X-Host: y", b"Digest: sha-256=x",
+]
+
+
+def chunked_with_trailers(lines):
+    return b"5\r\nhello\r\n0\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+def test_forbidden_trailers_are_dropped_and_others_kept():
+    pairs = list(zip(FORBIDDEN_TRAILERS, (KEPT_TRAILERS * 4)[:len(FORBIDDEN_TRAILERS)], strict=True))
+    data = chunked_with_trailers([x for pair in pairs for x in pair])
+    out, consumed, done = _http.dechunk(data, decode=False)
+    assert (consumed, done) == (len(data), True)
+    kept = [x for _f, x in pairs]
+    assert out == chunked_with_trailers(kept)
+    assert h11_dechunk(out) == b"hello"
+    # de-chunking drops every trailer, as before
+    assert _http.dechunk(data) == (b"hello", len(data), True)
+
+
+def test_a_forbidden_trailer_never_passes_whatever_the_split():
+    for forbidden in FORBIDDEN_TRAILERS:
+        data = chunked_with_trailers([b"X-A: 1", forbidden, b"X-B: 2"])
+        for pieces in splits(len(data), len(data)):
+            out, consumed, done = _http.dechunk(data, pieces, decode=False)
+            assert (consumed, done) == (len(data), True)
+            assert forbidden not in out, (forbidden, pieces)
+            assert out.startswith(b"5\r\nhello\r\n0\r\n") and out.endswith(b"\r\n\r\n")
+            assert h11_dechunk(out) == b"hello"
+
+
+def test_a_kept_trailer_split_outside_its_name_passes():
+    data = chunked_with_trailers([b"Content-Lengths: 2", b"X-Checksum: abc"])
+    assert forwarded(data) == data
+    name_end = data.index(b": 2")
+    for cut in range(name_end, len(data)):
+        out, _, done = _http.dechunk(data, [cut, len(data)], decode=False)
+        assert done and out == data, cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(FORBIDDEN_TRAILERS + KEPT_TRAILERS), max_size=8),
+    st.lists(st.integers(1, 20), min_size=1),
+)
+def test_forwarded_trailers_are_a_clean_subset(lines, pieces):
+    data = chunked_with_trailers(lines)
+    out, consumed, done = _http.dechunk(data, pieces * (len(data) // len(pieces) + 1), decode=False)
+    assert (consumed, done) == (len(data), True)
+    assert h11_dechunk(out) == b"hello"
+    got = out[len(b"5\r\nhello\r\n0\r\n"):-2].split(b"\r\n")[:-1] if out.count(b"\r\n") > 4 else []
+    allowed = [x for x in lines if x in KEPT_TRAILERS]
+    it = iter(allowed)
+    assert all(g in it for g in got), (got, allowed)      # a subsequence of the allowed lines, in order
+    whole = _http.dechunk(data, decode=False)[0]
+    assert whole == chunked_with_trailers(allowed)
 
 
 def test_huge_chunk_streams_without_being_done():

@@ -61,6 +61,11 @@ DIFFERENCES = {
     "underscore-framing": "Transfer_Encoding and Content_Length are valid names of unknown fields, but "
     "servers that map '_' to '-' (CGI-style) read them as framing: a desync (RFC 9112 11.2). We refuse "
     "them; h11 passes them as ordinary fields.",
+    "upgrade-websocket-only": "RFC 9110 7.8 lets a server ignore Upgrade. A reverse proxy can only tunnel "
+    "what it understands: a WebSocket upgrade (exactly \"websocket\", RFC 6455 4.1) becomes a tunnel; any "
+    "other proposal (h2c: a tunnel to the backend's HTTP/2 past routing and checks, \"h2c smuggling\") is "
+    "served as plain HTTP/1.1 with Upgrade and \"Connection: upgrade\" removed (both hop-by-hop). h11 "
+    "records every proposal as a pending switch.",
     "http10-keep-alive": "RFC 9112 9.3: an HTTP/1.0 message with the keep-alive connection option is "
     "persistent (RFC 7230 A.1.2); nginx and HAProxy honour it. h11 never keeps 1.0 alive.",
 }
@@ -276,6 +281,10 @@ def test_valid_request_against_h11(data, meta):
         assert h11_request(data) is None
         data = data.lstrip(b"\r\n")
         ours = _http.parse_request(data, **meta.get("limits", {}))
+    elif differs == "upgrade-websocket-only":
+        assert not ours["upgrade"]
+        _event, conn = h11_request(data)
+        assert h11_connection._SWITCH_UPGRADE in conn._cstate.pending_switch_proposals, "h11 agrees"
     else:
         assert differs in (None, "http10-keep-alive")
     assert_request_matches_h11(ours, data)

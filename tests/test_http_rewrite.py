@@ -159,6 +159,19 @@ def test_upgrade_is_kept_only_when_asked():
     assert b"pgrade" not in out.split(b"\r\n", 1)[1]
 
 
+def test_only_a_websocket_upgrade_is_forwarded():
+    # issue 8: h2c (or a list offering it) is never forwarded: the request goes on as plain HTTP/1.1
+    for upgrade in (b"h2c", b"websocket, h2c", b"h2c, websocket", b"HTTP/2.0", b"websocket2", b"TLS/1.2"):
+        data = request(b"Connection: Upgrade, HTTP2-Settings", b"Upgrade: " + upgrade,
+                       b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA")
+        out = _http.rewrite_request(data)
+        head = out.split(b"\r\n", 1)[1].lower()
+        assert b"upgrade" not in head and b"http2-settings" not in head, upgrade
+    for upgrade in (b"websocket", b"WebSocket", b" websocket "):
+        out = _http.rewrite_request(request(b"Connection: Upgrade", b"Upgrade: " + upgrade))
+        assert b"Connection: upgrade\r\n" in out, upgrade
+
+
 def test_rewritten_request_parses_the_same():
     data = request(b"Accept: */*", b"Connection: close", b"Content-Length: 2", line=b"POST /a HTTP/1.1")
     out = _http.rewrite_request(data)

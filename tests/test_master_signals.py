@@ -145,6 +145,92 @@ def test_cli_upgrade_rolls_back_when_the_new_master_fails(tmp_path, demo, served
     assert get(p.port).status == 200
 
 
+def fake_checkout(path):
+    """A directory holding a `fastproxy/` source folder that must never be imported by the proxy."""
+    pkg = path / "fastproxy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('raise SystemExit("the fake checkout was imported")\n')
+    (pkg / "__main__.py").write_text('raise SystemExit("the fake checkout was run")\n')
+    return path
+
+
+def maps_our_package(pid):
+    """The process has this worktree's compiled fastproxy modules mapped (the package it must run)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return os.path.join(REPO_DIR, "fastproxy", "_shm.") in f.read()
+
+
+def upgrade_and_check(p):
+    old = p.pid
+    r = cli("upgrade", "--pid", p.pidfile)
+    assert r.returncode == 0, r.stdout + r.stderr + p.log()
+    new = p.master()
+    assert new != old and p.proc.wait(timeout=10) == 0
+    assert "the fake checkout" not in p.log()
+    assert procs.cmdline(new) == f"fastproxy: master [{p.config_path}]"
+    assert maps_our_package(new)
+    assert get(p.port).status == 200
+    return new
+
+
+def test_upgrade_from_a_checkout_runs_the_installed_program(tmp_path, demo, served):
+    """Issue 8: started (like the `fastproxy` console script) in a directory holding a `fastproxy/` source
+    folder, the upgrade must exec the package that runs, not import the folder from the working directory."""
+    a = demo("A")
+    checkout = fake_checkout(tmp_path / "checkout")
+    script = tmp_path / "bin" / "fastproxy"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom fastproxy.cli import main\nsys.exit(main())\n")
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1),
+               command=[sys.executable, str(script)], cwd=str(checkout))
+    new = upgrade_and_check(p)
+    assert os.readlink(f"/proc/{new}/cwd") == str(checkout)     # same working directory as the old one
+    upgrade_and_check(p)                                        # and again, from the new master
+
+
+def test_upgrade_keeps_the_package_found_through_the_working_directory(tmp_path, demo, served):
+    """`python -m fastproxy` from the source tree with in-place builds and no PYTHONPATH: the package is
+    found through sys.path[0]; the upgrade (which keeps the working directory out of sys.path) must still
+    run that same package, not another installation (the venv may hold one elsewhere)."""
+    a = demo("A")
+    p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1),
+               cwd=REPO_DIR, pythonpath=None)
+    upgrade_and_check(p)
+
+
+def nofile_limits(pid):
+    """(soft, hard) "Max open files" of a process, from /proc."""
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(x for x in f if x.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def test_master_raises_the_open_files_limit_for_max_connections(tmp_path, demo, served):
+    """Issue 8: [server] max_connections = 1000 needs 2 x 1000 + 64 descriptors (+ listening sockets) per
+    process; started with a soft limit of 256 (hard 8192), the master raises it and its workers inherit it."""
+    a = demo("A")
+    text = serve_config(str(tmp_path / "proxy"), [a.address], workers=2, server={"max_connections": 1000})
+    p = served(text, command=["prlimit", "--nofile=256:8192", sys.executable, "-m", "fastproxy"])
+    assert nofile_limits(p.pid) == (2066, 8192)
+    assert all(nofile_limits(w) == (2066, 8192) for w in p.workers())
+    assert "raised the open-files limit (RLIMIT_NOFILE) from 256 to 2066 for [server] max_connections = 1000" \
+        in p.log()
+    assert get(p.port).status == 200
+
+
+def test_master_says_when_the_hard_limit_is_too_low(tmp_path, demo, served):
+    a = demo("A")
+    text = serve_config(str(tmp_path / "proxy"), [a.address], workers=1, server={"max_connections": 5000})
+    # without CAP_SYS_RESOURCE (root has it: it could raise the hard limit too)
+    unprivileged = ["setpriv", "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
+    p = served(text, command=[*unprivileged, "prlimit", "--nofile=256:1024", sys.executable, "-m", "fastproxy"])
+    assert nofile_limits(p.pid) == (1024, 1024)
+    assert ("the hard limit 1024 is below the 10065 descriptors [server] max_connections = 5000 needs; raised "
+            "the soft limit from 256 to 1024: a worker runs out of descriptors at about 480 connections") in p.log()
+    assert get(p.port).status == 200
+
+
 def test_second_usr2_is_refused_while_an_upgrade_is_in_flight(tmp_path, demo, served):
     a = demo("A")
     p = served(serve_config(str(tmp_path / "proxy"), [a.address], workers=1))

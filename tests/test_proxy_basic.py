@@ -204,6 +204,22 @@ def test_upgrade_becomes_a_tunnel(proxy, backends, workers):
     settle(p, [b])
 
 
+def test_h2c_upgrade_is_served_as_plain_http(proxy, backends, workers):
+    """Issue 8 (h2c smuggling): an Upgrade the proxy cannot tunnel safely is never forwarded. The backend's
+    /ws switches to any protocol it is asked for; without Upgrade it answers 426. The request is served as
+    the plain HTTP/1.1 request it also is (RFC 9110 7.8: a server may ignore Upgrade)."""
+    p, (b,) = start(proxy, backends, workers)
+    c = p.client()
+    c.send(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+           b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+    r = c.response()
+    assert r.status == 426 and r.header("upgrade") is None
+    ((req, _, _),) = b.requests()[0]
+    assert fields(req, "upgrade") == [] and fields(req, "http2-settings") == []
+    assert not any(b"upgrade" in v.lower() for v in fields(req, "connection"))
+    settle(p, [b])
+
+
 def test_non_idempotent_request_not_replayed(proxy, backends, workers):
     p, (b,) = start(proxy, backends, workers)
     c = p.client()

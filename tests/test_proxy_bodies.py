@@ -33,6 +33,22 @@ def test_chunked_request_body_streamed(proxy, backends, workers):
     assert not any(n == b"content-length" for n, _ in req.headers)
 
 
+def test_forbidden_request_trailers_are_dropped(proxy, backends, workers):
+    """Issue 8, RFC 9110 6.5.1: framing, routing and authentication fields sent as trailers never reach the
+    backend; other trailers do. Chunk extensions (BWS included, RFC 9112 7.1.1) are accepted and not passed on."""
+    (b,) = backends(1)
+    p = proxy(proxy_config({"app": [b]}, workers=workers))
+    c = p.client()
+    c.send(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5 ; a = b\r\nfirst\r\n0\r\nContent-Length: 50\r\nHost: admin.internal\r\nX-Req-Trailer: t1\r\n"
+           b"Transfer-Encoding: chunked\r\nAuthorization: Basic eA==\r\n\r\n")
+    r = c.response()
+    assert r.status == 200 and r.body == b"first"
+    ((req, body, trailers),) = b.all_requests()
+    assert body == b"first" and trailers == [(b"x-req-trailer", b"t1")]
+    assert b"a = b" not in b.received()[0]
+
+
 def test_chunked_response_and_trailers(proxy, backends, workers):
     (b,) = backends(1)
     p = proxy(proxy_config({"app": [b]}, workers=workers))

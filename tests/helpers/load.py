@@ -86,7 +86,9 @@ def serve_config(workdir, servers, workers=2, port=None, server=None, log=None, 
 class Served:
     """`python -m fastproxy serve -c FILE` (its own session; stderr to a log file), run until stop()."""
 
-    def __init__(self, config_text, workdir):
+    def __init__(self, config_text, workdir, command=None, cwd=None, pythonpath=REPO_DIR):
+        """command: how fastproxy is started (default `python -m fastproxy`); cwd: where (default workdir);
+        pythonpath: PYTHONPATH (None: unset, the package must then be found some other way)."""
         os.makedirs(workdir, exist_ok=True)
         self.dir = workdir
         self.config_path = os.path.join(workdir, "proxy.toml")
@@ -94,11 +96,15 @@ class Served:
         self.port = int(re.search(r'address = "127\.0\.0\.1:(\d+)"', config_text).group(1))
         self.pidfile = os.path.join(workdir, "fp.pid")
         self.log_path = os.path.join(workdir, "proxy.log")
-        env = dict(os.environ, PYTHONPATH=REPO_DIR)
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        command = command or [sys.executable, "-m", "fastproxy"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fastproxy", "serve", "-c", self.config_path],
-                cwd=workdir,
+                [*command, "serve", "-c", self.config_path],
+                cwd=cwd or workdir,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

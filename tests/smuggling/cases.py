@@ -212,6 +212,24 @@ CASES = [
         post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nContent-Length: 50\r\n\r\n"),
         (either(b"POST", b"/echo", b"hello"),),
     ),
+    Case(
+        "chunk_ext_bws",
+        post(b"Transfer-Encoding: chunked\r\n", b"5 ;a = b\r\nhello\r\n0\t;last\r\n\r\n"),
+        (fwd(b"POST", b"/echo", b"hello"),),
+    ),
+    Case(
+        "chunk_trailer_host_and_te",
+        post(b"Transfer-Encoding: chunked\r\n",
+             b"5\r\nhello\r\n0\r\nHost: admin.internal\r\nTransfer-Encoding: chunked\r\nX-T: 1\r\n\r\n"),
+        (fwd(b"POST", b"/echo", b"hello"),),
+    ),
+    # --- Upgrade: only WebSocket is tunnelled; h2c is served as plain HTTP/1.1 (h2c smuggling) ---------
+    Case(
+        "upgrade_h2c",
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /second HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        (fwd(b"GET", b"/"), fwd(b"GET", b"/second")),
+    ),
     # --- line endings and control bytes in the head (section 2.2, 5; RFC 9110 section 5.5) -----------
     Case("bare_lf_everywhere", b"GET / HTTP/1.1\nHost: app.test\n\n", (REFUSE,)),
     Case("bare_lf_after_request_line", b"GET / HTTP/1.1\nHost: app.test\r\n\r\n", (REFUSE,)),

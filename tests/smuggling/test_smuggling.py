@@ -64,6 +64,11 @@ def test_smuggling_case(case, proxy, backends):
         )
         assert partial[0].closed, "a refused request's upstream connection was left open"
         assert isinstance(partial[0].partial, h11.Request), partial[0].partial
-    for req, _, _ in received:
+    for req, _, trailers in received:
         assert len(fields(req, "host")) == 1
         assert not (fields(req, "content-length") and fields(req, "transfer-encoding"))
+        # RFC 9110 6.5.1: no framing or routing field arrives as a trailer
+        names = {name.lower() for name, _ in trailers}
+        assert not names & {b"host", b"content-length", b"transfer-encoding"}, trailers
+        # only a WebSocket upgrade is ever proposed to a backend (no h2c smuggling)
+        assert all(v.lower() == b"websocket" for v in fields(req, "upgrade")), fields(req, "upgrade")
