@@ -6,22 +6,28 @@ timers (upstream_read, upstream_send: 1 s here) must not fire for that wait, and
 it is the client's timeout, recorded as the client's fault: the backend is not charged a failure, so a
 slow-body attacker cannot make passive checks take servers out.
 
-This needs the core to stop the upstream timers while the exchange waits for the client (or to buffer
-the request body before picking a backend, as nginx's proxy_request_buffering does): it fails on the
-current core, which answers 504 and charges the backend.
+Both ways are checked: a route that streams the body (request_buffering = false: the core stops the
+backend's timers while the exchange waits for the client), and the default, which buffers the body before
+a backend is picked (nginx's proxy_request_buffering). [limits] min_rate is off here: this client is
+slow on purpose, within client_body.
 """
 
 import time
 
+import pytest
 from helpers.config import proxy_config
 from test_health_e2e import servers
 
 
-def test_a_slow_request_body_is_not_charged_to_the_backend(proxy, backends):
+@pytest.mark.parametrize("buffering", [False, True], ids=["streamed", "buffered"])
+def test_a_slow_request_body_is_not_charged_to_the_backend(proxy, backends, buffering):
     a, b = backends(2)
-    p = proxy(proxy_config({"app": [a, b]},
-                           timeouts={"upstream_read": "1s", "upstream_send": "1s", "client_body": "30s"},
-                           upstream_options={"passive": {"max_fails": 1, "fail_timeout": "30s"}}))
+    text = proxy_config({"app": [a, b]}, limits={"min_rate": 0},
+                        timeouts={"upstream_read": "1s", "upstream_send": "1s", "client_body": "30s"},
+                        upstream_options={"passive": {"max_fails": 1, "fail_timeout": "30s"}})
+    if not buffering:
+        text = text.replace('upstream = "app"\n', 'upstream = "app"\nrequest_buffering = false\n')
+    p = proxy(text)
     c = p.client(timeout=20)
     c.send(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\n")
     sent = 0
