@@ -50,7 +50,7 @@ def test_check_bad_config_prints_each_error_on_its_own_line(tmp_path):
         f"{path}:5: [upstreams.app] servers[0].weight: must be an integer >= 1 and <= 1000",
         f'{path}:11: [server] workers: must be "auto" or an integer >= 1',
         f"{path}:12: [server] colour: unknown key (expected one of: workers, pidfile, server_header, "
-        "forwarded, drain_timeout, worker_heartbeat_timeout, ready_timeout, upgrade_timeout)",
+        "forwarded, drain_timeout, worker_heartbeat_timeout, ready_timeout, upgrade_timeout, max_connections)",
     ]
 
 
