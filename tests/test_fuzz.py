@@ -20,7 +20,27 @@ SEED = 20261201
 def test_fuzz_both_sides_briefly():
     out = io.StringIO()
     try:
-        failures = fuzz.run(SEED, seconds=18, workers=2, clients=30, rss_mb=30, out=out)
+        failures = fuzz.run(SEED, seconds=15, workers=2, clients=30, rss_mb=30, out=out)
     finally:
         print(out.getvalue())
     assert not failures, f"seed {SEED}:\n" + "\n".join(failures[:10])
+
+
+def test_the_harness_reports_a_dead_worker_and_a_hang():
+    """The checks themselves: a worker killed between batches and a probe that gets no answer are failures."""
+    out = io.StringIO()
+    f = fuzz.Fuzzer(SEED, workers=1, clients=5, out=out, client_deadline=1.0)
+    try:
+        os.kill(f.pids[0], 9)
+        f.run_batch()
+        assert any("a worker died" in x for x in f.failures), out.getvalue()
+        os.killpg(f.proxy.proc.pid, 19)             # SIGSTOP the whole proxy: nothing answers
+        try:
+            f.failures.clear()
+            f.run_batch()
+        finally:
+            os.killpg(f.proxy.proc.pid, 18)         # SIGCONT
+        assert any("probe request got no answer" in x for x in f.failures), out.getvalue()
+        assert any(": hang;" in x for x in f.failures), out.getvalue()
+    finally:
+        f.close()

@@ -344,8 +344,10 @@ def fuzz_backend(seeds, seed):
 
 
 class Fuzzer:
-    def __init__(self, seed, workers=2, clients=40, rss_mb=40, workdir=None, out=sys.stdout):
+    def __init__(self, seed, workers=2, clients=40, rss_mb=40, workdir=None, out=sys.stdout,
+                 client_deadline=CLIENT_DEADLINE):
         self.seed = seed
+        self.client_deadline = client_deadline
         self.clients = clients
         self.rss_limit_kib = rss_mb * 1024
         self.out = out
@@ -380,7 +382,7 @@ class Fuzzer:
             side = "backend"
             inputs = [(b"GET /fuzz-backend/%d/%d HTTP/1.1\r\nHost: fuzz\r\n\r\n" % (b, i), rng.random() < 0.3)
                       for i in range(self.clients)]
-        results, got = run_clients(self.proxy.port, inputs, CLIENT_DEADLINE)
+        results, got = run_clients(self.proxy.port, inputs, self.client_deadline)
         for i, r in enumerate(results):
             self.counts[(side, r)] = self.counts.get((side, r), 0) + 1
             if r not in ("response", "close"):

@@ -12,7 +12,7 @@
     backend.wait_closed(i)             poll until connection i is closed, with a deadline
     backend.stop()                     close the listener and every connection, join the threads
 
-A backend used as a fuzz target takes a function instead of scripts (see tools/fuzz.py).
+tools/fuzz.py passes one function as `default`: it answers every connection of a fuzz run.
 Everything is real sockets; nothing sleeps to synchronise (polling with a deadline only).
 """
 
