@@ -19,7 +19,7 @@
 
 from libc.stdint cimport int64_t, uint64_t
 
-from fastproxy._shm cimport BackendSlot, ShmHeader, ShmTable
+from fastproxy._shm cimport ServerSlot, ShmHeader, ShmTable
 
 cdef enum:
     PICK_NONE = -1
@@ -159,7 +159,7 @@ cdef class Balancer:
     cdef void heap_refresh(self, BGroup *g, int64_t t) noexcept
     cdef void heap_update(self, BGroup *g, int i, int64_t t) noexcept
     cdef void heap_catch_up(self, BGroup *g, int64_t t) noexcept
-    cdef void settle(self, BGroup *g, BackendSlot *s, int outcome, double response_seconds,
+    cdef void settle(self, BGroup *g, ServerSlot *s, int outcome, double response_seconds,
                      int64_t t) noexcept
     cdef void heap_set(self, BGroup *g, int i, double key) noexcept
     cdef int pick_heap(self, BGroup *g, int64_t t, bint *full) noexcept

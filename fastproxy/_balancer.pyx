@@ -32,7 +32,7 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.math cimport ceil
 from libc.string cimport memcmp, memcpy, memset
 
-from fastproxy._shm cimport (ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_UP, RELEASED_CAP, BackendSlot, GroupSlot,
+from fastproxy._shm cimport (ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_UP, RELEASED_CAP, ServerSlot, GroupSlot,
                              ShmTable, add,
                              cas, ld, ld_relaxed, row_active, row_errors, row_requests, shm_group, shm_row,
                              shm_slot, st)
@@ -429,7 +429,7 @@ cdef class Balancer:
     cdef bint usable(self, int srv, int64_t t, bint for_session) noexcept:
         """May srv take a request now? for_session: an existing sticky session (draining is fine)."""
         cdef BServer *b = &self.servers[srv]
-        cdef BackendSlot *s = shm_slot(self.h, b.slot)
+        cdef ServerSlot *s = shm_slot(self.h, b.slot)
         cdef int64_t admin, du, ts
         if ld_relaxed(&s.generation) != b.generation:
             return 0                                    # reassigned by a reload: not ours any more
@@ -451,14 +451,14 @@ cdef class Balancer:
         return 1
 
     cdef bint is_full(self, int srv) noexcept:
-        cdef BackendSlot *s = shm_slot(self.h, self.servers[srv].slot)
+        cdef ServerSlot *s = shm_slot(self.h, self.servers[srv].slot)
         cdef int64_t mc = ld_relaxed(&s.max_conns)
         return mc > 0 and ld_relaxed(&s.active) >= mc
 
     cdef int acquire(self, int srv, int64_t t) noexcept:
         """Take one in-flight place on srv: 1 done, 0 full (max_conns), -1 lost a race for the trial."""
         cdef BServer *b = &self.servers[srv]
-        cdef BackendSlot *s = shm_slot(self.h, b.slot)
+        cdef ServerSlot *s = shm_slot(self.h, b.slot)
         cdef int64_t mc = ld_relaxed(&s.max_conns)
         cdef int64_t du, ts
         if add(&s.active, 1) > mc > 0:
@@ -477,7 +477,7 @@ cdef class Balancer:
 
     cdef double weight_factor(self, int srv, int64_t t) noexcept:
         """Slow start: the share of its weight a server that came back up has earned so far."""
-        cdef BackendSlot *s = shm_slot(self.h, self.servers[srv].slot)
+        cdef ServerSlot *s = shm_slot(self.h, self.servers[srv].slot)
         cdef int64_t ss = ld_relaxed(&s.slow_start_ms), since
         if ss <= 0:
             return 1.0
@@ -531,7 +531,7 @@ cdef class Balancer:
         next request has a choice. 1 when a reset was made."""
         cdef int i, srv, eligible = 0
         cdef BServer *b
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         cdef int64_t admin
         for i in range(g.n):
             srv = g.first + i
@@ -604,7 +604,7 @@ cdef class Balancer:
     cdef double score(self, BGroup *g, int srv, int64_t t) noexcept:
         """Load per unit of weight: in-flight requests (least_conn, p2c), times the response-time EWMA for
         least_time. Idle servers tie at 0, and ties follow the weighted schedule."""
-        cdef BackendSlot *s = shm_slot(self.h, self.servers[srv].slot)
+        cdef ServerSlot *s = shm_slot(self.h, self.servers[srv].slot)
         cdef double w = max(1, ld_relaxed(&s.runtime_weight)) * self.weight_factor(srv, t)
         cdef double active = ld_relaxed(&s.active)
         if g.alg == ALG_LEAST_TIME:
@@ -758,7 +758,7 @@ cdef class Balancer:
         """The heap's top once checked against the table; PICK_NONE sends the caller to the exact scan."""
         cdef int i, srv, r, _attempt
         cdef double sc
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         self.heap_catch_up(g, t)
         for _attempt in range(HEAP_CHECKS):
             i = g.heap[0]
@@ -863,7 +863,7 @@ cdef class Balancer:
     cdef void release(self, int server, int outcome, double response_seconds, double now) noexcept:
         cdef BServer *b
         cdef BGroup *g
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         cdef GroupSlot *gs
         cdef int64_t t = to_ms(now), seq
         if server < 0 or server >= self.n_servers or self.row < 0:
@@ -887,7 +887,7 @@ cdef class Balancer:
             st(&gs.released[seq % RELEASED_CAP],
                <int64_t>(((<uint64_t>seq & SEQ_MASK) << 32) | (<uint64_t>self.row << 20) | <uint64_t>b.slot))
 
-    cdef void settle(self, BGroup *g, BackendSlot *s, int outcome, double response_seconds,
+    cdef void settle(self, BGroup *g, ServerSlot *s, int outcome, double response_seconds,
                      int64_t t) noexcept:
         """A released exchange's verdict on the server: passive checks and the response-time EWMA."""
         cdef int64_t du, ws, old, sample

@@ -61,7 +61,7 @@ cdef struct RouteCounters:
     int64_t bytes_out
 
 
-# one per backend slot, per row (next to the row's active/requests/errors arrays)
+# one per server slot, per row (next to the row's active/requests/errors arrays)
 cdef struct ServerCounters:
     int64_t responses[N_CLASSES]
     int64_t bytes_out

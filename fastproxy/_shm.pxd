@@ -5,7 +5,7 @@
 # A layout change bumps LAYOUT_VERSION (a table with another version is recreated, not attached).
 #
 # Layout of the mapping (all offsets in the header, every field an int64_t so one set of atomics fits all):
-#   ShmHeader | GroupSlot[n_groups] | BackendSlot[n_slots] | RouteSlot[n_routes] | rows[n_rows]
+#   ShmHeader | GroupSlot[n_groups] | ServerSlot[n_slots] | RouteSlot[n_routes] | rows[n_rows]
 #   a row = RowHeader + WorkerCounters + RouteCounters[n_routes]                      (at row_slots_off:)
 #           + int64_t active[n_slots] + int64_t requests[n_slots] + int64_t errors[n_slots]
 #           + ServerCounters[n_slots]
@@ -25,13 +25,13 @@ cdef enum:
     NAME_CAP = 64           # upstream name
     RELEASED_CAP = 256      # GroupSlot.released ring (recent releases, for least_conn/least_time heaps)
 
-# BackendSlot.admin: set by the operator (fastproxy drain|enable|disable), kept across reloads
+# ServerSlot.admin: set by the operator (fastproxy drain|enable|disable), kept across reloads
 cdef enum:
     ADMIN_ENABLED = 0
     ADMIN_DRAINING = 1      # no new sessions; sticky clients and in-flight requests go on
     ADMIN_DISABLED = 2      # nothing new at all
 
-# BackendSlot.health: written by the health checker only
+# ServerSlot.health: written by the health checker only
 cdef enum:
     HEALTH_UP = 0
     HEALTH_DOWN = 1
@@ -75,7 +75,7 @@ cdef struct GroupSlot:
     int64_t released[RELEASED_CAP]
 
 
-cdef struct BackendSlot:
+cdef struct ServerSlot:
     int64_t generation          # 0 = free, else the generation that (re)assigned it to this server
     int64_t group               # GroupSlot index
     int64_t admin               # ADMIN_*
@@ -140,8 +140,8 @@ cdef inline bint cas(int64_t *p, int64_t expected, int64_t desired) noexcept nog
 cdef inline GroupSlot *shm_group(ShmHeader *h, Py_ssize_t i) noexcept nogil:
     return <GroupSlot *>(<char *>h + h.groups_off + i * sizeof(GroupSlot))
 
-cdef inline BackendSlot *shm_slot(ShmHeader *h, Py_ssize_t i) noexcept nogil:
-    return <BackendSlot *>(<char *>h + h.slots_off + i * sizeof(BackendSlot))
+cdef inline ServerSlot *shm_slot(ShmHeader *h, Py_ssize_t i) noexcept nogil:
+    return <ServerSlot *>(<char *>h + h.slots_off + i * sizeof(ServerSlot))
 
 cdef inline RowHeader *shm_row(ShmHeader *h, Py_ssize_t r) noexcept nogil:
     return <RowHeader *>(<char *>h + h.rows_off + r * h.row_size)

@@ -13,7 +13,7 @@ Rules:
   `active` is also kept as one global counter per slot so max_conns is enforced across workers. When a
   worker dies, release_row() subtracts its row from the slots, folds its monotonic counters (requests,
   responses, bytes, errors, latency: the blocks of _counters.pxd) into the retired totals (the header's
-  for the worker totals, the route slot's and backend slot's for theirs) and zeroes it: a sum of the
+  for the worker totals, the route slot's and server slot's for theirs) and zeroes it: a sum of the
   live rows plus the retired totals never goes backwards, whatever workers die. Gauges (open
   connections) go with the row. Retired counts of a slot are zeroed when the slot is given to another
   server or route.
@@ -148,7 +148,7 @@ cdef class ShmTable:
                                  + 63) & ~63
         cdef int64_t groups_off = (sizeof(ShmHeader) + 63) & ~63
         cdef int64_t slots_off = groups_off + n_groups * sizeof(GroupSlot)
-        cdef int64_t routes_off = slots_off + n_slots * sizeof(BackendSlot)
+        cdef int64_t routes_off = slots_off + n_slots * sizeof(ServerSlot)
         cdef int64_t rows_off = (routes_off + n_routes * sizeof(RouteSlot) + 63) & ~63
         cdef int64_t total = rows_off + n_rows * row_size
         cdef void *p
@@ -233,7 +233,7 @@ cdef class ShmTable:
 
     cdef int find_slot(self, int group, const char *address, Py_ssize_t n) noexcept:
         cdef int i
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         for i in range(self.h.n_slots):
             s = shm_slot(self.h, i)
             if (ld(&s.generation) and s.group == group and s.address_len == n
@@ -279,7 +279,7 @@ cdef class ShmTable:
         """
         cdef ShmHeader *h = self.hdr()
         cdef GroupSlot *g
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         cdef int gi, si, i
         cdef int64_t gen, t = now_ms()
         wanted = {(name, srv.address) for name, up in config.upstreams.items() for srv in up.servers}
@@ -332,7 +332,7 @@ cdef class ShmTable:
                 if si < 0:
                     si = self._free_slot()
                     s = shm_slot(h, si)
-                    memset(s, 0, sizeof(BackendSlot))
+                    memset(s, 0, sizeof(ServerSlot))
                     s.group = gi
                     memcpy(s.address, <char *>baddr, len(baddr))
                     s.address_len = len(baddr)
@@ -388,7 +388,7 @@ cdef class ShmTable:
         return g.name[:g.name_len].decode()
 
     def _slot_key(self, int i):
-        cdef BackendSlot *s = shm_slot(self.hdr(), i)
+        cdef ServerSlot *s = shm_slot(self.hdr(), i)
         return (self._group_name(s.group), s.address[:s.address_len].decode())
 
     # --- worker rows --------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ cdef class ShmTable:
 
     cdef void _fold_row(self, int r) noexcept:
         cdef ShmHeader *h = self.h
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         cdef RouteSlot *rs
         cdef int i
         add(&h.fold_busy, 1)
@@ -483,7 +483,7 @@ cdef class ShmTable:
         codes = {v: k for k, v in ADMIN_NAMES.items()}
         if state not in codes:
             raise ValueError(f"unknown admin state {state!r}")
-        cdef BackendSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
+        cdef ServerSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
         if ld(&s.admin) != codes[state]:
             st(&s.admin, codes[state])
             st(&s.last_change_ms, now_ms())
@@ -493,13 +493,13 @@ cdef class ShmTable:
     def set_weight(self, upstream, address, int weight):
         if not 1 <= weight <= 1000:
             raise ValueError("weight must be 1..1000")
-        cdef BackendSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
+        cdef ServerSlot *s = shm_slot(self.hdr(), self._slot_of(upstream, address))
         st(&s.runtime_weight, weight)
         add(&shm_group(self.h, s.group).version, 1)
 
     def set_health(self, int slot, bint up):
         """The health checker's verdict; a server coming up starts its slow start and passive slate."""
-        cdef BackendSlot *s = shm_slot(self.hdr(), slot)
+        cdef ServerSlot *s = shm_slot(self.hdr(), slot)
         cdef int64_t t = now_ms()
         cdef int64_t want = HEALTH_UP if up else HEALTH_DOWN
         if ld(&s.health) == want:
@@ -620,7 +620,7 @@ cdef class ShmTable:
     def snapshot(self):
         """Every assigned server as a dict (read-only copy): fastproxy backends, status, tests."""
         cdef ShmHeader *h = self.hdr()
-        cdef BackendSlot *s
+        cdef ServerSlot *s
         cdef int i, r
         cdef int64_t requests, errors, t = now_ms()
         out = []
