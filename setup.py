@@ -1,7 +1,7 @@
 """Build the Cython hot path. Everything else is plain Python, declared in pyproject.toml.
 
 FASTPROXY_MODULES=_http,_core builds only those modules (handy while one of them is being written).
-FASTPROXY_DEBUG=1 makes the debug build: live connection and exchange objects are counted (fastproxy/_debug.pxd).
+FASTPROXY_DEBUG=1 makes the debug build: live connection objects are counted (fastproxy/_debug.pxd).
 """
 
 import os

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Backend connections: opening them (the rules are in _backend.pxd)."""
 
+cimport cython
 from libc.errno cimport EACCES, EADDRNOTAVAIL, EINPROGRESS, EMFILE, ENFILE, ENOBUFS, ENOMEM, EPERM, errno
 from libc.string cimport memset
 from posix.unistd cimport close
@@ -10,6 +11,7 @@ from fastproxy._sys cimport (AF_INET, AF_INET6, IPPROTO_TCP, SOCK_CLOEXEC, SOCK_
                              sockaddr_in6, socket)
 
 
+@cython.final
 cdef class BackendConn(Conn):
     pass
 

@@ -1,11 +1,13 @@
 # cython: language_level=3
 """Client connections (rules in _client.pxd)."""
 
+cimport cython
 from libc.string cimport memcpy
 
 from fastproxy._sys cimport AF_INET, AF_INET6, inet_ntop, sockaddr_in, sockaddr_in6
 
 
+@cython.final
 cdef class Client(Conn):
     pass
 

@@ -62,7 +62,7 @@ from fastproxy._client cimport (CS_ANSWER, CS_BODY, CS_CLOSED, CS_CLOSING, CS_HE
                                 CS_TUNNEL, Client, format_addr)
 from fastproxy._exchange cimport (F_BAD_RESPONSE, F_CONNECT, F_CONNECT_TIMEOUT, F_LOCAL, F_RESET, F_STALE,
                                   F_TIMEOUT, FRAME_AS_IS, FRAME_CHUNKED, FRAME_CLOSE, FRAME_DECHUNK,
-                                  RS_BODY, RS_DONE, RS_WAIT_HEAD, TRIED_MAX, Exchange)
+                                  RS_BODY, RS_DONE, RS_WAIT_HEAD, TRIED_MAX, Exchange, ExchangePool)
 from fastproxy._filters cimport (FILTER_ANSWERED, FILTER_BACKEND_HEAD, FILTER_BODY, FILTER_REQUEST,
                                  FILTER_RESPONSE, FILTER_TRANSFORM, FilterChain, head_add_fields,
                                  head_remove_field)
@@ -82,7 +82,6 @@ from fastproxy._transport cimport (IO_AGAIN, ListenerSettings, Outgoing, Transpo
                                    tp_shutdown_write)
 
 from fastproxy import _shm
-from fastproxy._exchange import debug_live_exchanges
 from fastproxy._filters import built_in_filters, python_hooks_filter
 from fastproxy._loop import debug_live_conns
 
@@ -217,6 +216,7 @@ cdef class Core(Loop):
     cdef list waiting             # clients queued for a server at max_conns, oldest first
     cdef dict group_index
     cdef BackendPool pool
+    cdef ExchangePool exchanges     # used Exchanges, handed out again (no allocation per request)
     cdef Limits limits
     cdef Server *servers
     cdef int n_servers
@@ -266,6 +266,7 @@ cdef class Core(Loop):
         self.limits.max_target = lim.max_uri_size
         self.limits.max_headers = min(lim.max_headers, 128)
         self.head_cap = lim.max_head_size + HEAD_SLACK
+        self.exchanges = ExchangePool()
         self.buffers = BufferPool(max(lim.buffer_size, lim.max_head_size + 1024), self.head_cap)
         self.max_body = lim.max_body_size
         t = config.timeouts
@@ -406,9 +407,9 @@ cdef class Core(Loop):
 
     cdef void on_tick(self):
         self.wc.buffers_in_use = self.buffers.in_use    # gauges published once a tick
+        self.wc.exchanges_in_use = self.exchanges.in_use
         if DEBUG:
             self.wc.debug_conn_objects = debug_live_conns()
-            self.wc.debug_exchanges = debug_live_exchanges()
         if self.draining and (self.wc.client_open == 0 or self.now >= self.drain_deadline):
             self.stopping = True
         self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
@@ -480,7 +481,7 @@ cdef class Core(Loop):
             avail = c.rb.end - c.rb.start
             if avail > 0:
                 if c.ex is None:
-                    c.ex = Exchange.__new__(Exchange)
+                    c.ex = self.exchanges.take()
                 ex = c.ex
                 n = parse_request_head(c.rb.data + c.rb.start, avail, &ex.req, &self.limits)
                 if n > 0:
@@ -1185,6 +1186,8 @@ cdef class Core(Loop):
         cdef Py_ssize_t avail, take, outlen, n
         cdef bint end
         cdef int progress = 0
+        # Called only with nothing queued for the client: a head queued here goes out in the same writev
+        # as the first body piece (the four system calls of a kept-alive request).
         if ex.resp_state == RS_WAIT_HEAD:
             avail = b.rb.end - b.rb.start
             if avail == 0:
@@ -1200,7 +1203,7 @@ cdef class Core(Loop):
             if ex.resp_state != RS_BODY:
                 return 1                  # an interim response, or one without a body
             progress = 1
-        while ex.resp_state == RS_BODY and c.out.consume == 0 and not out_pending(&c.out):
+        while ex.resp_state == RS_BODY and c.out.consume == 0:
             avail = b.rb.end - b.rb.start
             if avail == 0:
                 break
@@ -1228,7 +1231,7 @@ cdef class Core(Loop):
             if self.queue_body(c, ex, b.rb.data + b.rb.start, outlen, end) < 0:
                 return -1
             if out_pending(&c.out):
-                c.out.consume = take
+                c.out.consume = take      # (also ends the loop: one body piece at a time)
             else:
                 b.rb.start += take        # a filter kept this piece to itself
         return progress
@@ -1451,6 +1454,7 @@ cdef class Core(Loop):
             c.nodelay = 1
         c.rb.start = ex.fwd
         ex.end()
+        self.exchanges.give(ex)
         c.ex = None
         if c.rb.start == c.rb.end:
             self.buffers.give(&c.rb, &c.head)   # idle between requests: no buffer until bytes come
@@ -1607,7 +1611,7 @@ cdef class Core(Loop):
             self.close_client(c)
 
     cdef Exchange new_exchange(self, Client c):
-        c.ex = Exchange.__new__(Exchange)
+        c.ex = self.exchanges.take()
         return c.ex
 
     cdef void backend_timeout(self, BackendConn b):
@@ -1636,6 +1640,7 @@ cdef class Core(Loop):
         self.buffers.give(&c.rb, &c.head)
         if c.ex is not None:
             c.ex.end()
+            self.exchanges.give(c.ex)
             c.ex = None
         count_client_close(self.wc)
         self.client_closed()

@@ -40,7 +40,7 @@ cdef struct WorkerCounters:
     int64_t backend_idle
     int64_t buffers_in_use              # buffer blocks taken from the worker's pool (0 when all is idle)
     int64_t debug_conn_objects          # debug build only (else 0): Client/BackendConn objects alive
-    int64_t debug_exchanges             # debug build only (else 0): Exchange objects alive
+    int64_t exchanges_in_use            # Exchanges taken from the worker's pool (0 when all is idle)
     # monotonic: folded into the retired totals when the row is released
     int64_t client_total
     int64_t backend_total

@@ -27,7 +27,7 @@ CLASS_NAMES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 LATENCY_BOUNDS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 
 GAUGES = ("client_open", "backend_open", "backend_idle", "buffers_in_use", "debug_conn_objects",
-          "debug_exchanges")
+          "exchanges_in_use")
 
 assert len(ERROR_KINDS) == N_ERROR_KINDS and len(CLASS_NAMES) == N_CLASSES
 assert len(LATENCY_BOUNDS) == N_BUCKETS and len(GAUGES) == N_GAUGES

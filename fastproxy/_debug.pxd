@@ -1,6 +1,6 @@
 # The debug build: `FASTPROXY_DEBUG=1 python setup.py build_ext --inplace` (tools/test.sh builds the suite
-# this way). It counts live connection and exchange objects, so a leak test can assert they fall back to
-# zero; in a normal build DEBUG is a C constant 0 and the compiler drops the counting.
+# this way). It counts live connection objects (Client, BackendConn), so a leak test can assert that
+# none outlives its connection; in a normal build DEBUG is a C constant 0 and the compiler drops the counting.
 
 cdef extern from *:
     """

@@ -4,6 +4,8 @@
 # connection holds none: that is most of its memory), and the backend side and the filters speak in
 # exchanges. HTTP/2 to clients will carry several at once on one connection. start() resets every field
 # in one place; nothing of one request leaks into the next.
+# An Exchange is big (two parsed heads and a log record: ~13 KB), so the worker keeps used ones in an
+# ExchangePool and hands them out again as they are: no allocation and no zeroing per request.
 
 cimport cython
 from libc.stdint cimport uint64_t
@@ -42,7 +44,6 @@ cdef enum Failure:
 
 
 @cython.final
-@cython.freelist(64)
 cdef class Exchange:
     # --- the request (spans into the client's read buffer) --------------------------------------------
     cdef RequestHead req
@@ -120,3 +121,12 @@ cdef class Exchange:
     cdef void start(self, Py_ssize_t req_start, Py_ssize_t head_len) noexcept
     cdef void rewind(self) noexcept
     cdef void end(self) noexcept
+
+
+cdef class ExchangePool:
+    cdef list spare                 # Exchanges given back, reused last-in first-out (warm in the cache)
+    cdef int cap
+    cdef long long in_use
+
+    cdef Exchange take(self)
+    cdef void give(self, Exchange ex)

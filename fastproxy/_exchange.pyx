@@ -3,33 +3,19 @@
 
 from posix.unistd cimport close
 
-from fastproxy._debug cimport DEBUG
 from fastproxy._http cimport BODY_CHUNKED, BODY_LENGTH
-
-
-cdef long long live_exchanges = 0     # debug build: Exchange objects alive
-
-
-def debug_live_exchanges():
-    return live_exchanges
 
 
 cdef class Exchange:
     def __cinit__(self):
-        global live_exchanges
         self.answer_fd = -1
         self.spool_fd = -1
-        if DEBUG:
-            live_exchanges += 1
 
     def __dealloc__(self):
-        global live_exchanges
         if self.answer_fd >= 0:
             close(self.answer_fd)
         if self.spool_fd >= 0:
             close(self.spool_fd)
-        if DEBUG:
-            live_exchanges -= 1
 
     cdef void start(self, Py_ssize_t req_start, Py_ssize_t head_len) noexcept:
         """A request head of head_len bytes at req_start has been parsed into self.req: begin afresh."""
@@ -121,3 +107,25 @@ cdef class Exchange:
         if self.spool_fd >= 0:
             close(self.spool_fd)
             self.spool_fd = -1
+
+
+cdef class ExchangePool:
+    def __cinit__(self, int cap=256):
+        self.spare = []
+        self.cap = cap
+
+    cdef Exchange take(self):
+        self.in_use += 1
+        if self.spare:
+            return <Exchange>self.spare.pop()
+        return Exchange.__new__(Exchange)
+
+    cdef void give(self, Exchange ex):
+        """The exchange is over (its end() was called): keep it for the next request, up to cap."""
+        self.in_use -= 1
+        if len(self.spare) < self.cap:
+            self.spare.append(ex)
+
+    @property
+    def exchanges_in_use(self):
+        return self.in_use

@@ -9,6 +9,7 @@ if the new master is not ready within [server] upgrade_timeout.
 """
 
 import argparse
+import json
 import os
 import select
 import signal
@@ -283,6 +284,24 @@ def cmd_demo(args):
         stop_backends(procs)
 
 
+def cmd_stats(args):
+    """Every worker's counters from the shared table, summed (or per worker), as text or JSON."""
+    from fastproxy import counters
+    path = os.path.abspath(args.config)
+    try:
+        if args.per_worker:
+            data = {pid: counters.as_json(c) for pid, c in counters.per_worker(path).items()}
+        else:
+            data = counters.read(path)
+    except (OSError, ValueError) as e:
+        raise CommandError(f"no counters for {path} (is it running?): {e}") from None
+    if args.json or args.per_worker:
+        print(json.dumps(data if args.per_worker else counters.as_json(data), indent=1))
+    else:
+        print(counters.summary(data))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="fastproxy",
                                 description="A reverse proxy and load balancer for HTTP/1.1.")
@@ -315,6 +334,12 @@ def build_parser():
     s.set_defaults(func=cmd_status)
 
     control_backends.add_commands(sub)     # backends, drain, enable, disable, weight (fastproxy/control.py)
+
+    s = sub.add_parser("stats", help="the workers' counters (requests, responses, bytes, errors, latency)")
+    s.add_argument("-c", "--config", required=True, metavar="FILE", help="the config file of the running proxy")
+    s.add_argument("--json", action="store_true", help="as JSON")
+    s.add_argument("--per-worker", action="store_true", help="one entry per live worker (JSON)")
+    s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("demo", help="run the proxy in front of three built-in demo backends")
     s.add_argument("--port", type=int, default=8080, help="port of the proxy on 127.0.0.1 (default: 8080)")

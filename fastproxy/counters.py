@@ -108,3 +108,39 @@ def _shape(parts, raw, order):
         for i, c in sorted(servers.items())
     }
     return out
+
+
+def as_json(counters):
+    """The counters as JSON-ready data: server keys become "upstream address", +Inf becomes "+Inf"."""
+    out = dict(counters)
+    out["servers"] = {f"{up} {addr}": v for (up, addr), v in counters["servers"].items()}
+    out["latency"] = dict(counters["latency"],
+                          buckets=[["+Inf" if le == float("inf") else le, n]
+                                   for le, n in counters["latency"]["buckets"]])
+    return out
+
+
+def summary(counters):
+    """A few lines for a person: totals, responses, errors by side, latency quantiles (bucket bounds)."""
+    c = counters
+    lines = [
+        f"workers {c.get('workers', 1)}: clients open {c['client_open']} (total {c['client_total']}), "
+        f"backend connections open {c['backend_open']} ({c['backend_idle']} idle, total {c['backend_total']})",
+        f"requests {c['requests']}: " + ", ".join(f"{k} {v}" for k, v in c["responses"].items()),
+        f"bytes in {c['bytes_in']}, out {c['bytes_out']}",
+        "errors: " + (", ".join(f"{k} {v}" for k, v in c["errors"].items() if v) or "none"),
+    ]
+    n = c["latency"]["count"]
+    if n:
+        def quantile(q):
+            for le, k in c["latency"]["buckets"]:
+                if k >= q * n:
+                    return "<= %g ms" % (le * 1000) if le != float("inf") else "> 10 s"
+        lines.append(f"latency: mean {c['latency']['sum'] / n * 1000:.2f} ms, p50 {quantile(0.5)}, "
+                     f"p99 {quantile(0.99)}")
+    for name, r in c["routes"].items():
+        lines.append(f"route {name}: requests {r['requests']}, bytes out {r['bytes_out']}, "
+                     + ", ".join(f"{k} {v}" for k, v in r["responses"].items() if v))
+    for (up, addr), s in c["servers"].items():
+        lines.append(f"server {up} {addr}: requests {s['requests']}, errors {s['errors']}, active {s['active']}")
+    return "\n".join(lines)

@@ -5,8 +5,11 @@ back; end-to-end tests drive a real `fastproxy serve` with two workers and read 
 process, as any reader does.
 """
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from helpers import procs
@@ -44,7 +47,7 @@ def test_every_error_kind_is_named_once_with_its_side():
         assert name.startswith(side) or (side, name) == ("client", "bad_request")
     assert CLASS_NAMES == ("1xx", "2xx", "3xx", "4xx", "5xx")
     assert GAUGES == ("client_open", "backend_open", "backend_idle", "buffers_in_use", "debug_conn_objects",
-                      "debug_exchanges")
+                      "exchanges_in_use")
 
 
 def test_histogram_buckets_are_upper_bounds_inclusive():
@@ -258,6 +261,18 @@ def test_served_requests_are_counted_by_both_workers(proxy, backends):
     assert now["client_open"] == 0 and now["backend_open"] == now["backend_idle"]
     each = p.stats()
     assert len(each) == 2 and sum(c["requests"] for c in each.values()) == now["requests"]
+    # the CLI reads the same table: text for a person, JSON for a script
+    r = subprocess.run([sys.executable, "-m", "fastproxy", "stats", "-c", p.config_path, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["requests"] == now["requests"] and shown["responses"] == now["responses"]
+    assert shown["servers"][f"app {b.address}"]["requests"] == now["servers"][("app", b.address)]["requests"]
+    assert shown["latency"]["buckets"][-1] == ["+Inf", now["latency"]["count"]]
+    r = subprocess.run([sys.executable, "-m", "fastproxy", "stats", "-c", p.config_path],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"requests {now['requests']}: 1xx 0, 2xx " in r.stdout, r.stdout
+    assert "server_connect 1" in r.stdout and "route app.test/dead/: requests 1" in r.stdout, r.stdout
     cfg = config.load(p.config_path)           # a Config finds the same table, and orders its routes
     assert list(counters.read(cfg)["routes"]) == ["app.test/", "app.test/dead/"]
     with pytest.raises(ValueError, match="no named table"):

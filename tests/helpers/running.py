@@ -319,7 +319,7 @@ class RunningProxy:
         # idle connections hold no buffer; in the debug build (tools/test.sh) the objects are counted too:
         # one per open connection, and no exchange outlives its request
         return (c["client_open"] == 0 and c["backend_open"] == c["backend_idle"] and c["buffers_in_use"] == 0
-                and c["debug_exchanges"] == 0 and c["debug_conn_objects"] in (0, c["backend_open"]))
+                and c["exchanges_in_use"] == 0 and c["debug_conn_objects"] in (0, c["backend_open"]))
 
     def running(self):
         return self.proc.poll() is None
