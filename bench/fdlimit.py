@@ -10,6 +10,9 @@ Per proxy (1 worker, in front of the benchmark's backend, bench/servers.py), sta
    wait in the listen queue (or are refused once it is full).
 2. For --hold seconds: the worker's CPU time (schedstat, nanoseconds), and how many clients got an answer.
    A proxy that spins on a listener it cannot serve shows up here as ~100 % of a core.
+   Each client is then classed: answered 200, answered otherwise (a 503 when the worker had the client
+   but no descriptor left for a backend connection: our own shortage, not the server's), closed unanswered,
+   or still waiting.
 3. Every client is closed (RST); then how long until a new client is answered again, and whether the
    worker is still the same process.
 Loopback only; every process started is stopped by its PID. Prints a table; --out writes it to a file.
@@ -19,7 +22,6 @@ import argparse
 import errno
 import os
 import resource
-import select
 import socket
 import struct
 import sys
@@ -89,11 +91,24 @@ def attack(port, n):
     return sent, refused
 
 
-def answered(socks):
-    poller = select.poll()
+def outcomes(socks):
+    """(answered 200, answered with another status, closed without an answer) among the clients."""
+    ok = other = closed = 0
     for s in socks:
-        poller.register(s, select.POLLIN)
-    return len(poller.poll(0))
+        try:
+            head = s.recv(12, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue                    # nothing yet: still waiting (queued, or accepted and pending)
+        except OSError:
+            closed += 1
+            continue
+        if not head:
+            closed += 1
+        elif head.startswith(b"HTTP/1.1 200"):
+            ok += 1
+        else:
+            other += 1
+    return ok, other, closed
 
 
 def probe(port, timeout):
@@ -112,7 +127,7 @@ def measure(name, proc, n, hold):
     c0, t0 = cpu_ns(worker), time.monotonic()
     time.sleep(hold)
     cpu = (cpu_ns(worker) - c0) / 1e9 / (time.monotonic() - t0)
-    got = answered(socks)
+    ok, other, closed = outcomes(socks)
     for s in socks:
         s.close()
     start = time.monotonic()
@@ -122,7 +137,8 @@ def measure(name, proc, n, hold):
             recovered = time.monotonic() - start
             break
         time.sleep(0.05)
-    return {"proxy": name, "attempts": n, "connected": len(socks), "refused": refused, "answered": got,
+    return {"proxy": name, "attempts": n, "connected": len(socks), "refused": refused, "ok": ok,
+            "other": other, "closed": closed,
             "cpu": cpu, "recovered": recovered, "same_worker": worker_pid(proc) == worker}
 
 
@@ -153,13 +169,14 @@ def main(argv=None):
             servers.stop(backend)
     table = [f"ulimit -n {args.limit}, {args.n} connection attempts held {args.hold:g} s, 1 worker",
              "",
-             "| proxy | attempts | connected | refused | answered while held | worker CPU while held |"
-             " answering again after close | same worker |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| proxy | attempts | connected | refused | 200 while held | other answer | closed unanswered |"
+             " worker CPU while held | answering again after close | same worker |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         rec = f"{r['recovered'] * 1000:.0f} ms" if r["recovered"] is not None else "no (30 s)"
-        table.append(f"| {r['proxy']} | {r['attempts']} | {r['connected']} | {r['refused']} | {r['answered']} |"
-                     f" {r['cpu'] * 100:.1f} % | {rec} | {'yes' if r['same_worker'] else 'no'} |")
+        table.append(f"| {r['proxy']} | {r['attempts']} | {r['connected']} | {r['refused']} | {r['ok']} |"
+                     f" {r['other']} | {r['closed']} | {r['cpu'] * 100:.1f} % | {rec} |"
+                     f" {'yes' if r['same_worker'] else 'no'} |")
     text = "\n".join(table)
     print(text)
     if args.out:

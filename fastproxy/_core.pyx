@@ -179,6 +179,23 @@ cdef inline void set_nodelay(int fd) noexcept nogil:
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
 
 
+def client_limit(int configured, int worker_id):
+    """max_connections, or fewer if the open-files limit cannot hold two descriptors for each (a client and
+    its backend connection) plus a reserve: then the worker stops accepting before it runs out, and every
+    client it takes can reach a backend (instead of a 503 for want of a descriptor)."""
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    fits = max(1, (soft - 64) // 2)
+    if configured and fits >= configured:
+        return configured
+    from fastproxy.log import log
+    log("worker %d: the open-files limit (%d) holds %d client connections with their backend connections, "
+        "not [server] max_connections = %d: accepting stops at %d" % (worker_id, soft, fits, configured, fits))
+    return fits
+
+
 def spool_file(directory):
     """An unlinked temporary file (O_TMPFILE where the filesystem has it); returns its fd."""
     import os
@@ -260,7 +277,7 @@ cdef class Core(Loop):
             self.listeners[i].proto = b"http"
             self.listeners[i].proto_len = 4
         self.n_listeners = len(fds)
-        self.max_clients = getattr(config.server, "max_connections", 0) or 0
+        self.max_clients = client_limit(getattr(config.server, "max_connections", 0) or 0, worker_id)
         lim = config.limits
         self.limits.max_head = lim.max_head_size
         self.limits.max_target = lim.max_uri_size

@@ -1,13 +1,15 @@
 """Resource limits of a worker, through a running `fastproxy serve` with one worker.
 
 [server] max_connections: at the limit the worker stops accepting (the listener leaves its epoll set, so
-nothing spins), new clients wait in the kernel's listen queue, and the first close lets one in. Out of
-descriptors (EMFILE, here forced with prlimit on the whole process): the worker stops polling the
+nothing spins), new clients wait in the kernel's listen queue, and the first close lets one in. The limit
+is lowered to what the open-files limit can serve (two descriptors per client). Out of descriptors anyway
+(EMFILE, here forced by lowering a running worker's limit with prlimit): the worker stops polling the
 listener, backs off, retries when a descriptor frees up, and says so once in the log; it spends next to
 no CPU while the condition lasts, and serves again as soon as connections close.
 """
 
 import socket
+import subprocess
 import sys
 import time
 
@@ -58,19 +60,16 @@ def test_at_max_connections_new_clients_wait_in_the_queue_until_one_closes(tmp_p
 
 def test_out_of_descriptors_the_worker_backs_off_and_serves_again(tmp_path, backends, served):
     (b,) = backends(1)
-    text = serve_config(str(tmp_path / "proxy"), [b.address], workers=1)
-    # without CAP_SYS_RESOURCE, so that the master (run as root here) cannot raise the hard limit
-    unprivileged = ["setpriv", "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
-    p = served(text, command=[*unprivileged, "prlimit", "--nofile=64:64", sys.executable, "-m", "fastproxy"])
-    clients = []
-    for _ in range(100):                   # more than 64 descriptors: some cannot be accepted
-        clients.append(open_client(p.port))
-    p.wait_log("out of file descriptors")
+    p = served(serve_config(str(tmp_path / "proxy"), [b.address], workers=1))
     (worker,) = p.workers()
+    # the worker sized itself for the limit it started with; taking descriptors away now (as another
+    # part of the process or the system could) makes accept() fail with EMFILE
+    subprocess.run(["prlimit", f"--pid={worker}", "--nofile=64:64"], check=True)
+    clients = [open_client(p.port) for _ in range(100)]     # more than 64 descriptors
+    p.wait_log("out of file descriptors")
     before = cpu_seconds(worker)
     time.sleep(1.0)
     assert cpu_seconds(worker) - before < 0.2, "the worker spins while out of descriptors"
-    assert "open-files limit" in p.log()      # the master said it could not raise the limit
     for s in clients:
         s.close()
     # connections close, descriptors free up: the worker accepts again
@@ -83,3 +82,25 @@ def test_out_of_descriptors_the_worker_backs_off_and_serves_again(tmp_path, back
             break
         assert time.monotonic() < deadline, "the worker did not serve again after the connections closed"
     assert list(p.workers()) == [worker], "the worker died while out of descriptors"
+
+
+def test_a_worker_accepts_only_what_its_open_files_limit_can_serve(tmp_path, backends, served):
+    """Two descriptors per client (its own and its backend connection's): under `ulimit -n 200` a worker
+    takes (200 - 64) / 2 = 68 clients, answers each, and leaves the rest in the listen queue instead of
+    accepting clients it could only answer 503 for want of a descriptor."""
+    (b,) = backends(1)
+    text = serve_config(str(tmp_path / "proxy"), [b.address], workers=1)
+    # without CAP_SYS_RESOURCE, so that the master (run as root here) cannot raise the hard limit
+    unprivileged = ["setpriv", "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
+    p = served(text, command=[*unprivileged, "prlimit", "--nofile=200:200", sys.executable, "-m", "fastproxy"])
+    p.wait_log(r"the open-files limit \(200\) holds 68 client connections")
+    clients = [open_client(p.port) for _ in range(100)]
+    replies = [answered(s, 3) for s in clients[:68]]
+    assert all(r and r.startswith(b"HTTP/1.1 200") for r in replies), [r[:20] for r in replies if r]
+    assert all(answered(s, 0.05) is None for s in clients[68:]), "a client past the limit was accepted"
+    for s in clients[:68]:
+        s.close()
+    for s in clients[68:]:
+        reply = answered(s, 5)
+        assert reply and reply.startswith(b"HTTP/1.1 200")
+        s.close()
