@@ -19,6 +19,8 @@ cdef struct LogRecord:
     int upstream_len
     int status
     long long bytes_sent
+    char error[24]                # why the exchange failed (an error kind name of fastproxy.counters)
+    int error_len
 
 
 cdef enum LogFormat:

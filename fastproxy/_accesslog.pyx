@@ -172,7 +172,9 @@ cdef class AccessLog:
             k += put(o + k, r.upstream, r.upstream_len)
             k += put(o + k, b"\",\"duration_ms\":", 16)
             k += put_int(o + k, ms)
-            k += put(o + k, b"}\n", 2)
+            k += put(o + k, b",\"error\":\"", 10)
+            k += put(o + k, r.error, r.error_len)
+            k += put(o + k, b"\"}\n", 3)
         self.len += k
 
     cdef void flush(self) noexcept:

@@ -41,7 +41,7 @@ Rules of this module:
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.errno cimport EINTR, errno
-from libc.string cimport memcmp, memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove, strlen
 from posix.unistd cimport close, pread, read, write
 
 from fastproxy._accesslog cimport AccessLog, LogRecord
@@ -55,7 +55,8 @@ from fastproxy._counters cimport (ERR_BAD_REQUEST, ERR_CLIENT_ABORT, ERR_CLIENT_
                                   ERR_SERVER_RESET, ERR_SERVER_TIMEOUT, RouteCounters, ServerCounters,
                                   WorkerCounters, count_backend_close, count_backend_open, count_bytes_in,
                                   count_bytes_out, count_client_close, count_client_open, count_error,
-                                  count_latency, count_request, count_response, count_routed, gauge_add)
+                                  count_latency, count_request, count_response, count_routed, gauge_add,
+                                  N_ERROR_KINDS)
 from fastproxy._buffers cimport Buffer, BufferPool, buffer_make_room
 from fastproxy._debug cimport DEBUG
 from fastproxy._client cimport (CS_ANSWER, CS_BODY, CS_CLOSED, CS_CLOSING, CS_HEAD, CS_LINGER, CS_PROXY,
@@ -81,7 +82,7 @@ from fastproxy._transport cimport (IO_AGAIN, ListenerSettings, Outgoing, Transpo
                                    out_left, out_pending, out_push, tp_close, tp_init_plain, tp_read,
                                    tp_shutdown_write)
 
-from fastproxy import _shm
+from fastproxy import _counters, _shm
 from fastproxy._filters import built_in_filters, python_hooks_filter
 from fastproxy._loop import debug_live_conns
 
@@ -135,6 +136,13 @@ cdef inline int failure_status(int f) noexcept nogil:
     if f == F_LOCAL:
         return 503
     return 502
+
+
+# ErrorKind -> its name (as _counters.ERROR_KINDS names it), for the access log's "error" field
+cdef const char *ERROR_NAMES_C[8]
+ERROR_NAMES_C[:] = [b"client_abort", b"client_timeout", b"bad_request", b"local_resource", b"server_connect",
+                    b"server_reset", b"server_timeout", b"server_bad_response"]
+assert [n.decode() for n in ERROR_NAMES_C[:N_ERROR_KINDS]] == list(_counters.ERROR_NAMES)
 
 
 cdef inline int failure_error_kind(int f) noexcept nogil:
@@ -192,7 +200,8 @@ def client_limit(int configured, int worker_id):
         return configured
     from fastproxy.log import log
     log("worker %d: the open-files limit (%d) holds %d client connections with their backend connections, "
-        "not [server] max_connections = %d: accepting stops at %d" % (worker_id, soft, fits, configured, fits))
+        "not [server] max_connections = %d: accepting stops at %d"
+        % (worker_id, soft, fits, configured, fits))
     return fits
 
 
@@ -478,7 +487,7 @@ cdef class Core(Loop):
         c.state = CS_HEAD
         c.idle_since = self.now
         if not self.register(c):
-            count_error(self.wc, ERR_LOCAL_RESOURCE)
+            self.failed(c, ERR_LOCAL_RESOURCE)
             close(fd)
             self.client_closed()
             return
@@ -506,13 +515,13 @@ cdef class Core(Loop):
                     return
                 if n < 0:
                     self.open_bare_log(c, ex)
-                    count_error(self.wc, ERR_BAD_REQUEST)
+                    self.failed(c, ERR_BAD_REQUEST)
                     self.answer_error(c, ex.req.err_status)
                     return
             if not c.tp.rd_ready:
                 return
             if c.rb.data == NULL and not self.buffers.take(&c.rb, &c.head):
-                count_error(self.wc, ERR_LOCAL_RESOURCE)
+                self.failed(c, ERR_LOCAL_RESOURCE)
                 self.close_client(c)      # out of memory: this one client goes, the worker stays
                 return
             if avail == 0:
@@ -535,7 +544,7 @@ cdef class Core(Loop):
                 return
             else:
                 if avail > 0:
-                    count_error(self.wc, ERR_CLIENT_ABORT)    # mid-head (idle: the client is just done)
+                    self.failed(c, ERR_CLIENT_ABORT)    # mid-head (idle: the client is just done)
                 self.close_client(c)      # the client is done (idle or mid-head: nothing to answer)
                 return
 
@@ -549,7 +558,7 @@ cdef class Core(Loop):
         if self.alog is not None:
             self.open_log(c, ex)
         if ex.req.body_kind == BODY_LENGTH and self.max_body and ex.req.content_length > self.max_body:
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.answer_error(c, 413)
             return
         ri = self.routes.match(c.rb.data + ex.req_start + ex.req.host.off, ex.req.host.len,
@@ -675,13 +684,13 @@ cdef class Core(Loop):
             return 0
         take = chunked_feed(&ex.req_chunk, c.rb.data + ex.scanned, avail, 0, &outlen)
         if take < 0:
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.answer_error(c, 400)
             return -1
         ex.scanned += take
         ex.req_body_seen += take
         if self.max_body and ex.req_body_seen > self.max_body + 64:
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.answer_error(c, 413)
             return -1
         return ex.req_chunk.done
@@ -709,7 +718,7 @@ cdef class Core(Loop):
             done += w
         ex.spool_len += n
         if ex.spool_len > self.spool_max:       # a chunked body past the limit (a sized one never gets here)
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.answer_error(c, 413)
             return 0
         memmove(c.rb.data + ex.fwd, c.rb.data + upto, c.rb.end - upto)
@@ -720,7 +729,7 @@ cdef class Core(Loop):
     cdef void spool_failed(self, Client c, str why):
         from fastproxy.log import log
         log("worker %d: %s" % (self.worker_id, why))
-        count_error(self.wc, ERR_LOCAL_RESOURCE)
+        self.failed(c, ERR_LOCAL_RESOURCE)
         self.answer_error(c, 500)
 
     cdef void body_read(self, Client c, Exchange ex):
@@ -747,6 +756,7 @@ cdef class Core(Loop):
         r.referer_len = r.user_agent_len = r.upstream_len = 0
         r.status = 0
         r.bytes_sent = 0
+        r.error_len = 0
         for i in range(ex.req.n_headers):
             if name_is(base, &ex.req.headers[i], b"referer", 7):
                 r.referer_len = copy_bounded(r.referer, sizeof(r.referer),
@@ -769,6 +779,7 @@ cdef class Core(Loop):
         ex.log.version_minor = 1
         ex.log.status = 0
         ex.log.bytes_sent = 0
+        ex.log.error_len = 0
         ex.log_open = 1
 
     cdef void close_log(self, Exchange ex, int status):
@@ -816,7 +827,7 @@ cdef class Core(Loop):
             r = out_flush(&c.tp, &c.out)
             self.sent(ex, NULL, before - out_left(&c.out))
             if r < 0:
-                count_error(self.wc, ERR_CLIENT_ABORT)
+                self.failed(c, ERR_CLIENT_ABORT)
                 self.close_client(c)
                 return
             if r == 0:
@@ -958,7 +969,7 @@ cdef class Core(Loop):
                     self.local_failure(c, ex)
                     return
                 if rc < 0:
-                    count_error(self.wc, ERR_SERVER_CONNECT)
+                    self.failed(c, ERR_SERVER_CONNECT)
                     ex.last_failure = F_CONNECT
                     self.release_pick(ex, OUTCOME_CONNECT_FAIL)
                     continue
@@ -975,7 +986,7 @@ cdef class Core(Loop):
 
     cdef void local_failure(self, Client c, Exchange ex):
         """We could not open or set up a backend connection: our fault, not the server's."""
-        count_error(self.wc, ERR_LOCAL_RESOURCE)
+        self.failed(c, ERR_LOCAL_RESOURCE)
         ex.last_failure = F_LOCAL
         self.release_pick(ex, OUTCOME_ABORTED)
         self.answer_error(c, failure_status(F_LOCAL))
@@ -1023,7 +1034,7 @@ cdef class Core(Loop):
                 self.answer_error(c, 500)
                 return 0
         if n < 0:
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.release_pick(ex, OUTCOME_ABORTED)
             self.answer_error(c, 431)
             return 0
@@ -1060,7 +1071,7 @@ cdef class Core(Loop):
     cdef void backend_failed(self, Client c, int failure):
         """A backend attempt failed before any response byte reached the client: retry or answer."""
         cdef Exchange ex = c.ex
-        count_error(self.wc, failure_error_kind(failure))
+        self.failed(c, failure_error_kind(failure))
         self.release_pick(ex, failure_outcome(failure))
         if c.backend is not None:
             self.detach_and_close(c)
@@ -1432,6 +1443,16 @@ cdef class Core(Loop):
             ex.resp_state = RS_BODY
         return 1
 
+    cdef void failed(self, Client c, int kind):
+        """Count a failure of this kind (an ErrorKind; < 0: none) and note it in the exchange's log line."""
+        cdef const char *name
+        if kind < 0:
+            return
+        count_error(self.wc, kind)
+        if c is not None and c.ex is not None and c.ex.log_open:
+            name = ERROR_NAMES_C[kind]
+            c.ex.log.error_len = copy_bounded(c.ex.log.error, sizeof(c.ex.log.error), name, strlen(name))
+
     cdef inline void sent(self, Exchange ex, ServerCounters *s, Py_ssize_t n):
         """n bytes of an exchange went to its client."""
         ex.bytes_out += n
@@ -1519,7 +1540,7 @@ cdef class Core(Loop):
         if c.ex.resp_started:
             self.abort(c, ERR_BAD_REQUEST)
         else:
-            count_error(self.wc, ERR_BAD_REQUEST)
+            self.failed(c, ERR_BAD_REQUEST)
             self.answer_error(c, status)
 
     cdef void answer_error(self, Client c, int status):
@@ -1589,7 +1610,7 @@ cdef class Core(Loop):
 
     cdef void abort(self, Client c, int kind):
         """Something broke mid-exchange (an ErrorKind, counted): drop both connections without a word."""
-        count_error(self.wc, kind)
+        self.failed(c, kind)
         if c.backend is not None:
             self.detach_and_close(c)
         self.close_client(c)
@@ -1609,22 +1630,22 @@ cdef class Core(Loop):
         if c.state == CS_HEAD:
             if c.rb.end > c.rb.start:
                 self.open_bare_log(c, ex if ex is not None else self.new_exchange(c))
-                count_error(self.wc, ERR_CLIENT_TIMEOUT)
+                self.failed(c, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)
             else:
                 self.close_client(c)      # idle keep-alive connection
         elif c.state == CS_BODY:
-            count_error(self.wc, ERR_CLIENT_TIMEOUT)
+            self.failed(c, ERR_CLIENT_TIMEOUT)
             self.answer_error(c, 408)       # too slow with its body: no backend ever saw it
         elif c.state == CS_PROXY:
             if ex.resp_started or ex.req_done:
                 self.abort(c, ERR_CLIENT_TIMEOUT)   # the client stopped reading the response
             else:
-                count_error(self.wc, ERR_CLIENT_TIMEOUT)
+                self.failed(c, ERR_CLIENT_TIMEOUT)
                 self.answer_error(c, 408)   # the client stopped sending its body
         else:
             if c.state == CS_ANSWER:
-                count_error(self.wc, ERR_CLIENT_TIMEOUT)    # it stopped reading the proxy's answer
+                self.failed(c, ERR_CLIENT_TIMEOUT)    # it stopped reading the proxy's answer
             self.close_client(c)
 
     cdef Exchange new_exchange(self, Client c):

@@ -227,3 +227,24 @@ def test_raw_backend_sanity():
             assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
     finally:
         rb.stop()
+
+
+def test_the_access_log_names_the_cause(raw, proxy, tmp_path):
+    """The JSON access log carries the failure kind of each exchange ("" when it went well)."""
+    import json
+
+    from helpers import procs
+
+    access = tmp_path / "access.json"
+    rb = raw([BAD_HEADS["cl-and-te"]])
+    p = proxy(proxy_config({"app": [rb.address]}) + f'\n[log]\naccess_log = "{access}"\naccess_format = "json"\n')
+    assert p.client().get("/").status == 502
+    assert p.client().get("/").status == 200
+    def ours():                 # (the fixture's readiness probe has a line of its own)
+        lines = [json.loads(line) for line in access.read_text().splitlines()] if access.exists() else []
+        return [e for e in lines if e["method"] == "GET"]
+
+    procs.wait_for(lambda: len(ours()) >= 2, timeout=5, message="two access log lines")
+    first, second = ours()[:2]
+    assert (first["status"], first["error"]) == (502, "server_bad_response")
+    assert (second["status"], second["error"]) == (200, "")

@@ -84,11 +84,11 @@ def test_json_access_log(tmp_path, served):
     (line,) = wait_lines(access, 1)
     entry = json.loads(line)
     expected = {"time", "remote_addr", "method", "uri", "version", "status", "bytes_sent", "referer",
-                "user_agent", "host", "upstream", "duration_ms"}
+                "user_agent", "host", "upstream", "duration_ms", "error"}
     assert expected <= set(entry), entry
     assert (entry["method"], entry["uri"], entry["status"], entry["host"], entry["user_agent"]) == (
         "GET", "/j?x=1", 200, "app.test", "tester/1.0")
-    assert entry["remote_addr"] == "127.0.0.1"
+    assert entry["remote_addr"] == "127.0.0.1" and entry["error"] == ""
 
 
 def test_access_log_is_off_by_default(tmp_path, served):
