@@ -29,8 +29,9 @@ every proxy). nginx allocates its connection table (worker_connections entries) 
 so that part of an nginx connection's cost is already in its RSS before.
 
 Descriptors: this process holds N sockets and the worker N plus a few, so RLIMIT_NOFILE is raised here
-first; the proxies inherit it. fastproxy has no setting of its own for it (config.py has none and the
-worker does not call setrlimit); nginx gets worker_connections and worker_rlimit_nofile. The N
+first (to 2 N + 1024 and more: a fastproxy worker accepts only the clients its limit can serve with a
+backend connection each, two descriptors per client); the proxies inherit it. nginx gets
+worker_connections and worker_rlimit_nofile. The N
 connections come from one address to one port, so N must fit in the ephemeral port range
 (net.ipv4.ip_local_port_range, 28,232 ports by default).
 """
@@ -374,8 +375,9 @@ def markdown(rows, args, command, machine, notes):
         "in % of one core: other programs at work. They make `open s` longer and can add involuntary switches "
         "to the worker's wakeups; they do not change its RSS.\n",
         "- fastproxy: `[timeouts] keepalive = \"300s\"` (nginx: `keepalive_timeout 300s`), otherwise the "
-        f"benchmark's configs (bench/servers.py). nginx: `{nginx_limits(args.connections)}`; fastproxy has no "
-        "such setting and inherits this script's raised RLIMIT_NOFILE.\n",
+        f"benchmark's configs (bench/servers.py). nginx: `{nginx_limits(args.connections)}`; fastproxy: "
+        "`[server] max_connections` 10,000 by default, and the RLIMIT_NOFILE it inherits from this script "
+        "(it accepts as many clients as that limit can serve, two descriptors each).\n",
     ]
     if notes:
         out.append("\n## Notes\n\n")

@@ -40,7 +40,7 @@ Rules of this module:
 
 cimport cython
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from libc.errno cimport EINTR, errno
+from libc.errno cimport EINTR, EMFILE, ENFILE, ENOMEM, errno
 from libc.string cimport memcmp, memcpy, memmove, strlen
 from posix.unistd cimport close, pread, read, write
 
@@ -72,7 +72,7 @@ from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, 
                               Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head,
                               parse_response_head, write_error_response, write_request_head,
                               write_response_head)
-from fastproxy._loop cimport LIMIT_CONNECTIONS, Conn, Loop
+from fastproxy._loop cimport LIMIT_CONNECTIONS, LIMIT_FD_BUDGET, Conn, Loop
 from fastproxy._pool cimport BackendPool
 from fastproxy._routing cimport RouteTable
 from fastproxy._shm cimport ShmHeader, ShmTable, row_counters, row_route, row_server
@@ -82,6 +82,8 @@ from fastproxy._transport cimport (IO_AGAIN, ListenerSettings, Outgoing, Transpo
                                    out_left, out_pending, out_push, tp_close, tp_init_plain, tp_read,
                                    tp_shutdown_write)
 
+import os
+
 from fastproxy import _counters, _shm
 from fastproxy._filters import built_in_filters, python_hooks_filter
 from fastproxy._loop import debug_live_conns
@@ -89,6 +91,7 @@ from fastproxy._loop import debug_live_conns
 cdef enum:
     HEAD_SLACK = 4096           # room a rewritten head may grow by (forwarding fields, Connection, filters)
     MAX_INTERIM = 16            # 1xx responses one request may get before the backend is deemed broken
+    FD_WAIT_MAX = 4096          # requests that may wait for a descriptor to open their backend connection
 
 cdef double LINGER_SECONDS = 2.0       # how long an answered-and-closing client may keep sending
 cdef double DRAIN_IDLE_GRACE = 1.0     # while draining, an idle kept-alive client is closed after this
@@ -187,22 +190,17 @@ cdef inline void set_nodelay(int fd) noexcept nogil:
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
 
 
-def client_limit(int configured, int worker_id):
-    """max_connections, or fewer if the open-files limit cannot hold two descriptors for each (a client and
-    its backend connection) plus a reserve: then the worker stops accepting before it runs out, and every
-    client it takes can reach a backend (instead of a 503 for want of a descriptor)."""
+cdef long long FD_RESERVE = 64   # descriptors kept for backend connections, spool files, logs
+
+
+def fd_budget():
+    """Connections (clients and backends) a worker may hold: its open-files limit less a reserve, so that
+    the clients it accepts can still reach a backend (0: no limit)."""
     import resource
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
-        return configured
-    fits = max(1, (soft - 64) // 2)
-    if configured and fits >= configured:
-        return configured
-    from fastproxy.log import log
-    log("worker %d: the open-files limit (%d) holds %d client connections with their backend connections, "
-        "not [server] max_connections = %d: accepting stops at %d"
-        % (worker_id, soft, fits, configured, fits))
-    return fits
+        return 0
+    return max(1, soft - FD_RESERVE)
 
 
 def spool_file(directory):
@@ -240,6 +238,7 @@ cdef class Core(Loop):
     cdef int worker_id
     cdef Balancer balancer
     cdef list waiting             # clients queued for a server at max_conns, oldest first
+    cdef list fd_waiting          # clients whose backend connection waits for a free descriptor
     cdef dict group_index
     cdef BackendPool pool
     cdef ExchangePool exchanges     # used Exchanges, handed out again (no allocation per request)
@@ -263,6 +262,8 @@ cdef class Core(Loop):
     cdef bint draining
     cdef double drain_deadline
     cdef double limit_logged_at
+    cdef double local_logged_at
+    cdef int local_errno            # why the last backend connection could not be opened here
     # counters: blocks of this worker's row of the shared table (_counters.pxd)
     cdef WorkerCounters *wc
     cdef RouteCounters **route_ctr  # per route (NULL: a route the table has no slot for)
@@ -277,6 +278,7 @@ cdef class Core(Loop):
         self.balancer = balancer if balancer is not None else Balancer(config, _shm.table_for(config),
                                                                        worker_id)
         self.waiting = []
+        self.fd_waiting = []
         fds = list(listen_fds)
         if len(fds) > 64:
             raise ValueError("at most 64 listeners")
@@ -286,7 +288,8 @@ cdef class Core(Loop):
             self.listeners[i].proto = b"http"
             self.listeners[i].proto_len = 4
         self.n_listeners = len(fds)
-        self.max_clients = client_limit(getattr(config.server, "max_connections", 0) or 0, worker_id)
+        self.max_clients = getattr(config.server, "max_connections", 0) or 0
+        self.fd_budget = fd_budget()
         lim = config.limits
         self.limits.max_head = lim.max_head_size
         self.limits.max_target = lim.max_uri_size
@@ -441,6 +444,8 @@ cdef class Core(Loop):
         self.balancer.tick(self.now)      # also the heartbeat the master watches (our shm row)
         if self.waiting:
             self.serve_waiting()
+        if self.fd_waiting:
+            self.expire_fd_waiting()
         if self.alog is not None:
             self.alog.refresh_time()
             self.alog.flush()
@@ -454,6 +459,10 @@ cdef class Core(Loop):
         if reason == LIMIT_CONNECTIONS:
             log("worker %d: max_connections (%d) reached: new connections wait in the listen queue"
                 % (self.worker_id, self.max_clients))
+        elif reason == LIMIT_FD_BUDGET:
+            log("worker %d: %d connections open, the open-files limit (%d) less a reserve of %d for backend "
+                "connections: new connections wait in the listen queue (raise ulimit -n)"
+                % (self.worker_id, self.n_conns, self.fd_budget + FD_RESERVE, FD_RESERVE))
         else:
             log("worker %d: out of file descriptors or memory while accepting (%d clients open): "
                 "accepting pauses and retries" % (self.worker_id, self.n_clients))
@@ -960,12 +969,15 @@ cdef class Core(Loop):
                 b.reused = 1
                 b.state = BS_ACTIVE
                 if not self.buffers.take(&b.rb, &b.head):
+                    self.local_errno = ENOMEM
                     self.close_backend(b)
                     self.local_failure(c, ex)
                     return
             else:
                 b = self.open_backend(srv, &rc)
                 if rc == -2:
+                    if (self.local_errno == EMFILE or self.local_errno == ENFILE) and self.wait_for_fd(c, ex):
+                        return
                     self.local_failure(c, ex)
                     return
                 if rc < 0:
@@ -984,11 +996,55 @@ cdef class Core(Loop):
                 self.arm(b, self.now + self.t_connect)
             return
 
+    cdef bint wait_for_fd(self, Client c, Exchange ex):
+        """Out of descriptors for a backend connection: the request waits (within upstream_connect) for one
+        to come free, as connections close or go back to the pool, instead of getting a 503 at once."""
+        if len(self.fd_waiting) >= FD_WAIT_MAX:
+            return 0
+        self.release_pick(ex, OUTCOME_ABORTED)   # not the server's doing, and not a try of it
+        ex.n_tried -= 1
+        if ex.wait_deadline == 0:
+            ex.wait_deadline = self.now + self.t_connect
+        ex.waiting = 1
+        self.fd_waiting.append(c)
+        return 1
+
+    cdef void fd_freed(self):
+        """A descriptor (or a pooled backend connection) came free: the oldest waiting request goes on."""
+        cdef Client c
+        while self.fd_waiting:
+            c = <Client>self.fd_waiting.pop(0)
+            if c.ex is None or not c.ex.waiting or c.state != CS_PROXY:
+                continue
+            c.ex.waiting = 0
+            self.connect_backend(c, c.ex)
+            return
+
+    cdef void expire_fd_waiting(self):
+        cdef Client c
+        queue = self.fd_waiting
+        self.fd_waiting = []
+        for obj in queue:
+            c = <Client>obj
+            if c.ex is None or not c.ex.waiting or c.state != CS_PROXY:
+                continue
+            if c.ex.wait_deadline <= self.now:
+                c.ex.waiting = 0
+                self.local_errno = EMFILE
+                self.local_failure(c, c.ex)
+            else:
+                self.fd_waiting.append(c)
+
     cdef void local_failure(self, Client c, Exchange ex):
         """We could not open or set up a backend connection: our fault, not the server's."""
         self.failed(c, ERR_LOCAL_RESOURCE)
         ex.last_failure = F_LOCAL
         self.release_pick(ex, OUTCOME_ABORTED)
+        if self.now - self.local_logged_at >= 60 or self.local_logged_at == 0:
+            self.local_logged_at = self.now          # once a minute at most
+            from fastproxy.log import log
+            log("worker %d: cannot open a backend connection (%s, %d connections open): 503"
+                % (self.worker_id, os.strerror(self.local_errno), self.n_conns))
         self.answer_error(c, failure_status(F_LOCAL))
 
     cdef BackendConn open_backend(self, int srv, int *rc):
@@ -998,15 +1054,18 @@ cdef class Core(Loop):
         cdef BackendConn b
         rc[0] = r if r < 0 else 0
         if r < 0:
+            self.local_errno = errno
             return None
         b = BackendConn.__new__(BackendConn)
         tp_init_plain(&b.tp, fd, NULL)
         b.server = srv
         if not self.buffers.take(&b.rb, &b.head):
+            self.local_errno = ENOMEM
             close(fd)
             rc[0] = -2
             return None
         if not self.register(b):
+            self.local_errno = errno
             self.buffers.give(&b.rb, &b.head)
             close(fd)
             rc[0] = -2
@@ -1480,6 +1539,8 @@ cdef class Core(Loop):
                 self.arm(b, self.now + g.keepalive_timeout)
                 self.pool.put(b)
                 gauge_add(&self.wc.backend_idle, 1)
+                if self.fd_waiting:
+                    self.fd_freed()
             else:
                 self.close_backend(b)
         if not ex.keep_alive or not ex.req_done:
@@ -1682,6 +1743,8 @@ cdef class Core(Loop):
             c.ex = None
         count_client_close(self.wc)
         self.client_closed()
+        if self.fd_waiting:
+            self.fd_freed()
 
     cdef void close_backend(self, BackendConn b):
         if b.state == BS_CLOSED:
@@ -1695,6 +1758,8 @@ cdef class Core(Loop):
         tp_close(&b.tp)
         self.buffers.give(&b.rb, &b.head)
         count_backend_close(self.wc)
+        if self.fd_waiting:
+            self.fd_freed()
 
 
 cdef int tunnel_direction(Transport *src, Buffer *rb, bint *eof, Transport *dst, Outgoing *out,

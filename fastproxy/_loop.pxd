@@ -8,8 +8,10 @@
 # - Edge-triggered: a connection's socket is registered once (IN | OUT | RDHUP) and never modified; its
 #   Transport remembers the readiness edges.
 # - Listeners are level-triggered. Accepting stops (listeners out of the epoll set) while the worker is at
-#   max_connections or out of descriptors (EMFILE/ENFILE: then retried after ACCEPT_BACKOFF), and resumes
-#   as soon as a client connection closes: no spinning on a listener we cannot serve.
+#   max_connections, or holds as many connections as its open-files limit allows less a reserve (kept for
+#   the backend connections its clients will need), or is out of descriptors anyway (EMFILE/ENFILE: then
+#   retried after ACCEPT_BACKOFF); it resumes as soon as a connection closes: no spinning on a listener
+#   we cannot serve.
 # - A closed connection stays referenced until the end of the batch of events it was closed in, so a
 #   later event of the same batch still finds a live object (marked closed).
 
@@ -29,6 +31,7 @@ cdef enum:
 cdef enum:
     LIMIT_CONNECTIONS = 1       # max_clients reached: accepting pauses until a client closes
     LIMIT_DESCRIPTORS = 2       # EMFILE/ENFILE (or no memory): accepting backs off
+    LIMIT_FD_BUDGET = 3         # open connections at the open-files limit less a reserve: accepting pauses
 
 
 cdef class Conn:
@@ -49,6 +52,7 @@ cdef class Loop:
     cdef double accept_retry_at     # after EMFILE/ENFILE: when to try again (0: not backing off)
     cdef bint accept_closed         # draining: listeners closed for good
     cdef long long max_clients      # 0 = no limit
+    cdef long long fd_budget        # connections (clients + backends) this worker may hold; 0 = no limit
     cdef long long n_clients        # client connections open
     cdef long long n_conns          # all connections open (clients and backends)
     cdef long long accept_pauses    # times accepting stopped at the limit or out of descriptors

@@ -71,6 +71,8 @@ cdef class Loop:
         self.graveyard.append(c)
         del self.live[c.tp.fd]
         self.n_conns -= 1
+        if not self.accepting and not self.accept_closed and self.accept_retry_at == 0:
+            self.resume_accepting()     # a descriptor came free (a client's or a backend's)
 
     cdef void client_closed(self) noexcept:
         self.n_clients -= 1
@@ -98,6 +100,8 @@ cdef class Loop:
             return
         if self.max_clients and self.n_clients >= self.max_clients:
             return
+        if self.fd_budget and self.n_conns >= self.fd_budget:
+            return
         for i in range(self.n_listeners):
             ev.events = EPOLLIN
             ev.data.u64 = ((<uint64_t>i) << 1) | 1
@@ -122,6 +126,10 @@ cdef class Loop:
             if self.max_clients and self.n_clients >= self.max_clients:
                 self.pause_accepting(0)
                 self.on_limit(LIMIT_CONNECTIONS)
+                return
+            if self.fd_budget and self.n_conns >= self.fd_budget:
+                self.pause_accepting(0)
+                self.on_limit(LIMIT_FD_BUDGET)
                 return
             alen = sizeof(addr)
             fd = accept4(ls.fd, <sockaddr *>&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC)
