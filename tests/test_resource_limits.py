@@ -15,6 +15,7 @@ import time
 
 from helpers import procs
 from helpers.load import serve_config
+from test_health_e2e import servers
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"
 
@@ -60,7 +61,10 @@ def test_at_max_connections_new_clients_wait_in_the_queue_until_one_closes(tmp_p
 
 def test_out_of_descriptors_the_worker_backs_off_and_serves_again(tmp_path, backends, served):
     (b,) = backends(1)
-    p = served(serve_config(str(tmp_path / "proxy"), [b.address], workers=1))
+    # one failure would take the server out: running out of descriptors is ours, and must not count
+    text = serve_config(str(tmp_path / "proxy"), [b.address], workers=1).replace(
+        "[upstreams.app]\n", '[upstreams.app]\npassive = { max_fails = 1, fail_timeout = "60s" }\n')
+    p = served(text)
     (worker,) = p.workers()
     # the worker sized itself for the limit it started with; taking descriptors away now (as another
     # part of the process or the system could) makes accept() fail with EMFILE
@@ -82,6 +86,8 @@ def test_out_of_descriptors_the_worker_backs_off_and_serves_again(tmp_path, back
             break
         assert time.monotonic() < deadline, "the worker did not serve again after the connections closed"
     assert list(p.workers()) == [worker], "the worker died while out of descriptors"
+    (row,) = servers(p).values()
+    assert row["state"] == "up" and row["errors"] == 0, row
 
 
 def test_a_worker_accepts_only_what_its_open_files_limit_can_serve(tmp_path, backends, served):
