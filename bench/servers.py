@@ -261,6 +261,41 @@ def start_backend(tmp, logdir, cpus=None):
     return proc
 
 
+def start_mixed_backend(tmp, logdir, big, client_body_timeout="60s"):
+    """The backend of the slow-client and soak scripts: nginx, 1 worker, serving /100 and /10k, /big (`big`
+    bytes) and /upload, which reads the whole request body first (nginx's request buffering) and then
+    answers like /100."""
+    prefix = Path(tmp) / "backend"
+    prefix.mkdir()
+    port = free_port()
+    www = prefix / "www"
+    www.mkdir()
+    for path, body in BODIES.items():
+        (www / path.lstrip("/")).write_bytes(body)
+    (www / "big").write_bytes(b"b" * big)
+    conf = _nginx_main(prefix, 1) + f"""http {{
+{_nginx_http_common(prefix)}    default_type application/octet-stream;
+    sendfile on;
+    client_body_timeout {client_body_timeout};
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {www};
+        location = /upload {{
+            client_max_body_size 0;
+            proxy_pass http://127.0.0.1:{port}/100;
+            proxy_method GET;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }}
+    }}
+}}
+"""
+    (prefix / "nginx.conf").write_text(conf)
+    proc = start("backend", ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")], port, logdir)
+    wait_ready(proc)
+    return proc
+
+
 def nginx_proxy_config(prefix, port, backend_port, workers, connections=4096):
     # proxy_buffering stays on (nginx's default): with 100 B and 10 KB bodies the response fits the
     # default buffers, so nothing touches disk either way.

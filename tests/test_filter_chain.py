@@ -6,8 +6,7 @@ import time
 
 import pytest
 from helpers import procs
-from helpers.config import proxy_config
-from test_hooks_e2e import BLOCK, E2E_HOOKS, ROUTES, STATIC
+from test_hooks_e2e import BLOCK, hooked  # noqa: F401 (hooked: the fixture)
 
 MB = 1 << 20
 RSS_LIMIT_KIB = 50 * 1024
@@ -15,14 +14,9 @@ UPPER = BLOCK.upper()           # the backend repeats BLOCK; the hook upper-case
 
 
 @pytest.fixture
-def hooked(tmp_path, proxy, backends):
-    hooks_dir = tmp_path / "hooks"
-    hooks_dir.mkdir()
-    (hooks_dir / "e2e_hooks.py").write_text(E2E_HOOKS)
-    (hooks_dir / "static.html").write_bytes(STATIC)
-    (b,) = backends(1)
-    text = proxy_config({"app": [b]}, server={"python_path": "PYPATH"}).replace('"PYPATH"', '["../hooks"]')
-    p = proxy(text + ROUTES)
+def worker(hooked):  # noqa: F811 (the imported fixture, by name)
+    """(proxy, worker pid) of test_hooks_e2e's hooked proxy (one worker, the routes of its ROUTES)."""
+    p, _, _ = hooked
     (pid,) = p.worker_pids()
     return p, pid
 
@@ -64,8 +58,8 @@ def read_chunked(c, check, on_read):
         assert r.read_exact(2) == b"\r\n"
 
 
-def test_a_100mb_body_through_a_transforming_filter_to_a_slow_reader(hooked):
-    p, pid = hooked
+def test_a_100mb_body_through_a_transforming_filter_to_a_slow_reader(worker):
+    p, pid = worker
     c = p.client(timeout=60)
     assert c.get("/", host="body.test").body == b"B0\n"
     base = procs.rss_kib(pid)
@@ -91,8 +85,8 @@ def test_a_100mb_body_through_a_transforming_filter_to_a_slow_reader(hooked):
     assert c.get("/", host="body.test").body == b"B0\n"        # and the connection goes on
 
 
-def test_a_100mb_content_length_body_reframed_close_delimited_for_http10(hooked):
-    p, pid = hooked
+def test_a_100mb_content_length_body_reframed_close_delimited_for_http10(worker):
+    p, pid = worker
     c = p.client(timeout=60)
     base = procs.rss_kib(pid)
     peak = base

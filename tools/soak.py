@@ -47,34 +47,8 @@ TIMEOUT = 15.0
 
 
 def start_backend(tmp, logdir):
-    prefix = Path(tmp) / "backend"
-    prefix.mkdir()
-    port = servers.free_port()
-    www = prefix / "www"
-    www.mkdir()
-    for path, body in servers.BODIES.items():
-        (www / path.lstrip("/")).write_bytes(body)
-    (www / "big").write_bytes(b"b" * BIG)
-    conf = servers._nginx_main(prefix, 1) + f"""http {{
-{servers._nginx_http_common(prefix)}    default_type application/octet-stream;
-    sendfile on;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        root {www};
-        location = /upload {{
-            client_max_body_size 0;
-            proxy_pass http://127.0.0.1:{port}/100;
-            proxy_method GET;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }}
-    }}
-}}
-"""
-    (prefix / "nginx.conf").write_text(conf)
-    proc = servers.start("backend", ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")], port, logdir)
-    servers.wait_ready(proc)
-    return proc
+    """nginx, 1 worker: /100 and /big static, /upload reads the whole body first (request buffering)."""
+    return servers.start_mixed_backend(tmp, logdir, BIG, client_body_timeout="60s")
 
 
 class WebSocketEcho(threading.Thread):
