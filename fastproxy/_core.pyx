@@ -528,6 +528,8 @@ cdef class Core(Loop):
                     self.answer_error(c, ex.req.err_status)
                     return
             if not c.tp.rd_ready:
+                if avail > 0:
+                    self.arm(c, self.head_deadline(c))  # part of a head: the rest is due by then
                 return
             if c.rb.data == NULL and not self.buffers.take(&c.rb, &c.head):
                 self.failed(c, ERR_LOCAL_RESOURCE)
@@ -545,11 +547,12 @@ cdef class Core(Loop):
                     c.head_start = self.now
                     c.head_bytes = 0
                 c.head_bytes += n
-                self.arm(c, self.head_deadline(c))
                 c.rb.end += n
             elif n == IO_AGAIN:
                 if c.rb.end == c.rb.start:
                     self.buffers.give(&c.rb, &c.head)   # idle: no buffer until bytes come
+                else:
+                    self.arm(c, self.head_deadline(c))  # part of a head: the rest is due by then
                 return
             else:
                 if avail > 0:
