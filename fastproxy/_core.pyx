@@ -70,7 +70,7 @@ from fastproxy._filters cimport (FILTER_ANSWERED, FILTER_BACKEND_HEAD, FILTER_BO
 from fastproxy._http cimport (BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, METHOD_DELETE, METHOD_GET,
                               METHOD_HEAD, METHOD_OPTIONS, METHOD_PUT, METHOD_TRACE, ForwardInfo, HeaderField,
                               Limits, RequestHead, ResponseRewrite, chunked_feed, parse_request_head,
-                              parse_response_head, write_error_response, write_request_head,
+                              chunk_reset, parse_response_head, write_error_response, write_request_head,
                               write_response_head)
 from fastproxy._loop cimport LIMIT_CONNECTIONS, LIMIT_FD_BUDGET, Conn, Loop
 from fastproxy._pool cimport BackendPool
@@ -614,23 +614,23 @@ cdef class Core(Loop):
 
     # --- deadlines of a client sending its request ------------------------------------------------------
 
-    cdef inline double head_deadline(self, Client c):
-        """A head must come whole within client_header, and at min_rate once rate_grace has passed."""
-        cdef double d = c.head_start + self.t_client_header, r
+    cdef inline double rate_deadline(self, double start, long long received, double limit):
+        """The earlier of `limit` and when a sender that began at `start` and has sent `received` bytes
+        falls below min_rate (once rate_grace has passed)."""
+        cdef double r
         if self.min_rate > 0:
-            r = c.head_start + self.rate_grace + c.head_bytes / self.min_rate
-            if r < d:
-                d = r
-        return d
+            r = start + self.rate_grace + received / self.min_rate
+            if r < limit:
+                return r
+        return limit
+
+    cdef inline double head_deadline(self, Client c):
+        """A head must come whole within client_header, and at min_rate."""
+        return self.rate_deadline(c.head_start, c.head_bytes, c.head_start + self.t_client_header)
 
     cdef inline double body_deadline(self, Exchange ex):
-        """A body must keep coming: client_body between reads, and min_rate once rate_grace has passed."""
-        cdef double d = self.now + self.t_client_body, r
-        if self.min_rate > 0:
-            r = ex.body_start + self.rate_grace + ex.body_bytes / self.min_rate
-            if r < d:
-                d = r
-        return d
+        """A body must keep coming: client_body between reads, and min_rate."""
+        return self.rate_deadline(ex.body_start, ex.body_bytes, self.now + self.t_client_body)
 
     # --- request buffering ------------------------------------------------------------------------------
 
@@ -1497,11 +1497,7 @@ cdef class Core(Loop):
             if ex.resp_left == 0 and ex.framing == FRAME_CHUNKED:
                 self.queue_body(c, ex, NULL, 0, 1)
         else:
-            ex.resp_chunk.state = 0
-            ex.resp_chunk.remaining = 0
-            ex.resp_chunk.size_digits = 0
-            ex.resp_chunk.line_len = 0
-            ex.resp_chunk.done = 0
+            chunk_reset(&ex.resp_chunk)
             ex.resp_state = RS_BODY
         return 1
 

@@ -3,7 +3,7 @@
 
 from posix.unistd cimport close
 
-from fastproxy._http cimport BODY_CHUNKED, BODY_LENGTH
+from fastproxy._http cimport BODY_CHUNKED, BODY_LENGTH, chunk_reset
 
 
 cdef class Exchange:
@@ -80,11 +80,7 @@ cdef class Exchange:
             self.req_left = self.req.content_length
             self.req_done = self.req_left == 0
         elif self.req.body_kind == BODY_CHUNKED:
-            self.req_chunk.state = 0
-            self.req_chunk.remaining = 0
-            self.req_chunk.size_digits = 0
-            self.req_chunk.line_len = 0
-            self.req_chunk.done = 0
+            chunk_reset(&self.req_chunk)
             self.req_done = 0
         else:
             self.req_left = 0

@@ -7,6 +7,8 @@
 #   LF, control bytes) is an error with an HTTP status, never a guess. Nothing ambiguous reaches a backend.
 # - Return convention (HAProxy's h1.c): > 0 bytes consumed, 0 need more bytes, -1 invalid (err_status set).
 
+from libc.string cimport memset
+
 cdef enum:
     MAX_HEADERS_HARD = 128        # size of the header array; the configured limit may be lower
 
@@ -107,6 +109,11 @@ cdef struct ChunkState:
     unsigned long long trailer_mask   # private: dropped trailer names the current one may still be
     int trailer_line              # private: the current trailer line is held, kept or dropped
     bint done                     # set once the last chunk and the trailer section are complete
+
+
+cdef inline void chunk_reset(ChunkState *st) noexcept nogil:
+    """Ready a decoder for a new body: every field zero (the private ones included)."""
+    memset(st, 0, sizeof(ChunkState))
 
 # What the request rewriter adds; all text, prepared once per connection by the caller.
 cdef struct ForwardInfo:
